@@ -1,0 +1,45 @@
+"""`thoughtscope` command line: run a search headless, benchmark the engine, open the window.
+
+Every user-facing failure is one line on stderr (`error: ...`) and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from app.commands import bench, run
+from engine.errors import ThoughtscopeError
+
+COMMANDS = (run, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thoughtscope", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        args = parser.parse_args(["demo", *argv])
+        func = args.func
+    try:
+        return func(args)
+    except ThoughtscopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

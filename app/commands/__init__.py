@@ -1,0 +1,1 @@
+"""One module per `thoughtscope` subcommand; each exposes `register(subparsers)`."""

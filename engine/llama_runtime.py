@@ -1,0 +1,359 @@
+"""LlamaRuntime: the one owner of a llama.cpp model, context and batch.
+
+Low-level API only: one unified KV cache shared by up to `n_seq_max` sequences, forks by
+`llama_memory_seq_cp` (cells are shared, nothing is re-decoded), one `llama_decode` for every
+live branch, logits read per batch row with `llama_get_logits_ith`, and `llama_memory_seq_rm`
+to release a sequence. Every limit that makes llama.cpp abort the process (batch larger than
+`n_batch`, sequence id out of range, position past the context) is checked here first.
+
+Not thread-safe: create, use and close it on one thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as llama
+import numpy as np
+import numpy.typing as npt
+
+from engine.errors import ModelFileError, ParameterError
+from engine.model_files import ModelFileInfo, check_gguf, model_file_info
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+_log_callback: Any = None  # kept alive for the life of the process
+
+
+def _init_backend() -> None:
+    global _backend_ready, _log_callback
+    with _backend_lock:
+        if _backend_ready:
+            return
+        llama.llama_backend_init()
+        if not os.environ.get("THOUGHTSCOPE_LLAMA_LOG"):
+            _log_callback = llama.llama_log_callback(lambda level, text, data: None)
+            llama.llama_log_set(_log_callback, None)
+        _backend_ready = True
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """How the context is sized. `n_ctx=0` means min(8192, the model's training context)."""
+
+    n_ctx: int = 0
+    n_seq_max: int = 64
+    n_batch: int = 512
+    n_threads: int = 0  # 0 = all cores
+
+    def validate(self) -> None:
+        max_seq = int(llama.llama_max_parallel_sequences())
+        if not 1 <= self.n_seq_max <= max_seq:
+            raise ParameterError(f"n_seq_max must be in [1, {max_seq}], got {self.n_seq_max}")
+        if self.n_ctx < 0:
+            raise ParameterError(f"n_ctx must be >= 0, got {self.n_ctx}")
+        if self.n_batch < 1:
+            raise ParameterError(f"n_batch must be >= 1, got {self.n_batch}")
+
+
+@dataclass(slots=True)
+class BatchEntry:
+    """One token to decode: `token` at `pos` in sequence `seq`; `logits` asks for its output."""
+
+    token: int
+    pos: int
+    seq: int
+    logits: bool
+
+
+class DecodeAborted(Exception):
+    """llama_decode stopped because the abort callback asked it to."""
+
+
+class KVSlotUnavailable(Exception):
+    """llama_decode found no room in the KV cache for the batch."""
+
+
+class LlamaRuntime:
+    """Model + context + batch, with the vocabulary helpers the engine needs."""
+
+    def __init__(self, model_path: str | Path, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self.config.validate()
+        path = Path(model_path).expanduser()
+        check_gguf(path)
+        self.file: ModelFileInfo = model_file_info(path)
+        _init_backend()
+        self._model: Any = None
+        self._ctx: Any = None
+        self._batch: Any = None
+        model_params = llama.llama_model_default_params()
+        model_params.use_mmap = True
+        self._model = llama.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise ModelFileError(
+                f"llama.cpp could not load the model (corrupt or unsupported GGUF): {path}"
+            )
+        self.vocab = llama.llama_model_get_vocab(self._model)
+        self.n_vocab = int(llama.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(llama.llama_model_n_ctx_train(self._model))
+        n_ctx = self.config.n_ctx or min(8192, self.n_ctx_train or 8192)
+        self.n_batch = max(self.config.n_batch, self.config.n_seq_max)
+        threads = self.config.n_threads or (os.cpu_count() or 1)
+        ctx_params = llama.llama_context_default_params()
+        ctx_params.n_ctx = n_ctx
+        ctx_params.n_batch = self.n_batch
+        ctx_params.n_ubatch = self.n_batch
+        ctx_params.n_seq_max = self.config.n_seq_max
+        ctx_params.kv_unified = True
+        ctx_params.n_threads = threads
+        ctx_params.n_threads_batch = threads
+        ctx_params.no_perf = True
+        self._abort_flag = threading.Event()
+        self._abort_cb = llama.ggml_abort_callback(lambda _data: self._abort_flag.is_set())
+        ctx_params.abort_callback = self._abort_cb
+        self._ctx = llama.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            self.close()
+            raise ModelFileError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for {path.name}"
+            )
+        self.n_ctx = int(llama.llama_n_ctx(self._ctx))
+        self.n_batch = min(self.n_batch, int(llama.llama_n_batch(self._ctx)))
+        self.n_seq_max = int(llama.llama_n_seq_max(self._ctx))
+        self.n_threads = threads
+        self._mem = llama.llama_get_memory(self._ctx)
+        self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+        self._eog = np.array(
+            [bool(llama.llama_vocab_is_eog(self.vocab, t)) for t in range(self.n_vocab)], dtype=bool
+        )
+        self.eog_token_ids: list[int] = [int(t) for t in np.flatnonzero(self._eog)]
+        desc = ctypes.create_string_buffer(256)
+        llama.llama_model_desc(self._model, desc, len(desc))
+        self.description = desc.value.decode("utf-8", "replace")
+        self.chat_template: str | None = None
+        raw_template = llama.llama_model_chat_template(self._model, None)
+        if raw_template:
+            self.chat_template = raw_template.decode("utf-8", "replace")
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        if self._batch is not None:
+            llama.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> LlamaRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self) -> dict[str, Any]:
+        """What every run records about the model."""
+        return {
+            "path": self.file.path,
+            "sha256": self.file.sha256,
+            "size": self.file.size,
+            "name": self.file.name,
+            "description": self.description,
+            "n_vocab": self.n_vocab,
+            "n_ctx": self.n_ctx,
+            "n_ctx_train": self.n_ctx_train,
+            "n_seq_max": self.n_seq_max,
+            "n_threads": self.n_threads,
+            "llama_cpp_python": llama.__version__,
+        }
+
+    # -- abort --------------------------------------------------------------------------
+    def request_abort(self) -> None:
+        """Thread-safe: makes the decode in flight (and later ones) stop early."""
+        self._abort_flag.set()
+
+    def clear_abort(self) -> None:
+        self._abort_flag.clear()
+
+    # -- vocabulary ---------------------------------------------------------------------
+    def tokenize(
+        self, text: str, *, add_special: bool = False, parse_special: bool = True
+    ) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buf = (llama.llama_token * capacity)()
+        n = llama.llama_tokenize(
+            self.vocab, data, len(data), buf, capacity, add_special, parse_special
+        )
+        if n < 0:
+            capacity = -n
+            buf = (llama.llama_token * capacity)()
+            n = llama.llama_tokenize(
+                self.vocab, data, len(data), buf, capacity, add_special, parse_special
+            )
+        return [int(t) for t in buf[:n]]
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes of a token's piece (may be part of a UTF-8 character)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            n = llama.llama_token_to_piece(
+                self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False
+            )
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = llama.llama_token_to_piece(self.vocab, token, big, len(big), 0, False)
+                piece = big.raw[:n]
+            else:
+                piece = self._piece_buf.raw[:n]
+            self._pieces[token] = piece
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._eog[token])
+
+    @property
+    def eog_mask(self) -> npt.NDArray[np.bool_]:
+        return self._eog
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        """The model's own chat template (llama.cpp's built-ins, else its Jinja text)."""
+        if not self.chat_template:
+            return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        tmpl = self.chat_template.encode("utf-8")
+        keep = [(m["role"].encode("utf-8"), m["content"].encode("utf-8")) for m in messages]
+        chat = (llama.llama_chat_message * len(keep))()
+        for i, (role, content) in enumerate(keep):
+            chat[i].role = role
+            chat[i].content = content
+        size = 2 * sum(len(r) + len(c) for r, c in keep) + 1024
+        buf = ctypes.create_string_buffer(size)
+        n = llama.llama_chat_apply_template(tmpl, chat, len(keep), True, buf, size)
+        if n > size:
+            buf = ctypes.create_string_buffer(n + 1)
+            n = llama.llama_chat_apply_template(tmpl, chat, len(keep), True, buf, n + 1)
+        if n >= 0:
+            return buf.raw[:n].decode("utf-8", "replace")
+        return self._jinja_template(messages)
+
+    def _jinja_template(self, messages: Sequence[dict[str, str]]) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        bos = self.token_bytes(int(llama.llama_vocab_bos(self.vocab))).decode("utf-8", "replace")
+        eos = self.token_bytes(int(llama.llama_vocab_eos(self.vocab))).decode("utf-8", "replace")
+        formatter = Jinja2ChatFormatter(
+            template=self.chat_template or "", bos_token=bos, eos_token=eos
+        )
+        return str(formatter(messages=list(messages)).prompt)  # type: ignore[arg-type]
+
+    # -- KV memory ----------------------------------------------------------------------
+    def _check_seq(self, seq: int) -> None:
+        if not 0 <= seq < self.n_seq_max:
+            raise ValueError(f"sequence id {seq} outside [0, {self.n_seq_max})")
+
+    def seq_copy(self, src: int, dst: int) -> None:
+        """Share all of `src`'s cells with `dst` (no data is copied or re-decoded)."""
+        self._check_seq(src)
+        self._check_seq(dst)
+        llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
+    def seq_copy_range(self, src: int, dst: int, p0: int, p1: int) -> None:
+        """Share `src`'s cells in positions [p0, p1) with `dst`."""
+        self._check_seq(src)
+        self._check_seq(dst)
+        if p1 > p0:
+            llama.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+
+    def seq_remove(self, seq: int, p0: int = -1, p1: int = -1) -> None:
+        """Drop `seq` from cells in [p0, p1); a cell no sequence holds is free again."""
+        self._check_seq(seq)
+        llama.llama_memory_seq_rm(self._mem, seq, p0, p1)
+
+    def seq_pos_max(self, seq: int) -> int:
+        self._check_seq(seq)
+        return int(llama.llama_memory_seq_pos_max(self._mem, seq))
+
+    def clear_memory(self) -> None:
+        llama.llama_memory_clear(self._mem, True)
+
+    # -- decoding -----------------------------------------------------------------------
+    def decode(self, entries: Sequence[BatchEntry]) -> list[npt.NDArray[np.float32]]:
+        """Decode up to n_batch entries in one llama_decode; returns logits rows (views,
+        valid until the next decode) for the entries that asked for them, in order."""
+        n = len(entries)
+        if n == 0:
+            return []
+        if n > self.n_batch:
+            raise ValueError(f"batch of {n} tokens exceeds n_batch={self.n_batch}")
+        batch = self._batch
+        batch.n_tokens = n
+        for i, e in enumerate(entries):
+            if not 0 <= e.pos < self.n_ctx:
+                raise ValueError(f"position {e.pos} outside the context of {self.n_ctx}")
+            self._check_seq(e.seq)
+            batch.token[i] = e.token
+            batch.pos[i] = e.pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = e.seq
+            batch.logits[i] = e.logits
+        rc = int(llama.llama_decode(self._ctx, batch))
+        if rc == 2:
+            raise DecodeAborted()
+        if rc == 1:
+            raise KVSlotUnavailable()
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        rows: list[npt.NDArray[np.float32]] = []
+        n_vocab = self.n_vocab
+        for i, e in enumerate(entries):
+            if e.logits:
+                ptr = llama.llama_get_logits_ith(self._ctx, i)
+                rows.append(np.ctypeslib.as_array(ptr, shape=(n_vocab,)))
+        return rows
+
+    def decode_logits_matrix(self, entries: Sequence[BatchEntry]) -> npt.NDArray[np.float32]:
+        """Like `decode`, but the requested rows as one (rows, n_vocab) array.
+
+        llama.cpp stores output rows contiguously in batch order; when the row pointers
+        confirm that, the matrix is a zero-copy view, else the rows are stacked."""
+        rows = self.decode(entries)
+        if not rows:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        first = rows[0].ctypes.data
+        step = self.n_vocab * 4
+        if all(r.ctypes.data == first + k * step for k, r in enumerate(rows)):
+            buf = (ctypes.c_float * (len(rows) * self.n_vocab)).from_address(first)
+            return np.frombuffer(buf, dtype=np.float32).reshape(len(rows), self.n_vocab)
+        return np.stack(rows)
+
+    def prefill(self, tokens: Sequence[int], seq: int, start_pos: int) -> npt.NDArray[np.float32]:
+        """Decode `tokens` into `seq` from `start_pos` in n_batch chunks; returns a copy of
+        the last token's logits."""
+        if not tokens:
+            raise ValueError("prefill needs at least one token")
+        if start_pos + len(tokens) > self.n_ctx:
+            raise ValueError("prefill past the end of the context")
+        last: npt.NDArray[np.float32] | None = None
+        for off in range(0, len(tokens), self.n_batch):
+            chunk = tokens[off : off + self.n_batch]
+            end = off + len(chunk) == len(tokens)
+            entries = [
+                BatchEntry(tok, start_pos + off + j, seq, end and j == len(chunk) - 1)
+                for j, tok in enumerate(chunk)
+            ]
+            rows = self.decode(entries)
+            if rows:
+                last = rows[-1].copy()
+        assert last is not None
+        return last

@@ -1,0 +1,77 @@
+"""RunControl: pause, single-step, resume and cancel a search from another thread.
+
+The engine calls `checkpoint()` at every expansion boundary (pause/step/resume act there) and
+`check_cancelled()` between decodes; `cancel()` also aborts the llama_decode in flight through
+the runtime's abort callback. A plain object with no Qt, so strategies test without a GUI.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from engine.errors import Cancelled
+
+
+class RunControl:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paused = False
+        self._steps_allowed = 0
+        self._cancelled = False
+        self._on_cancel: list[Callable[[], None]] = []
+        self.expansions = 0
+
+    # -- called from any thread ---------------------------------------------------------
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+            self._steps_allowed = 0
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def step(self, expansions: int = 1) -> None:
+        """Let `expansions` more expansions through, then stay paused."""
+        with self._cond:
+            self._paused = True
+            self._steps_allowed += expansions
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+            callbacks = list(self._on_cancel)
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        with self._cond:
+            self._on_cancel.append(callback)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    # -- called from the engine thread --------------------------------------------------
+    def checkpoint(self) -> None:
+        """Block while paused (one expansion passes per `step()`); raise if cancelled."""
+        with self._cond:
+            while self._paused and self._steps_allowed == 0 and not self._cancelled:
+                self._cond.wait(timeout=0.25)
+            if self._cancelled:
+                raise Cancelled()
+            if self._paused:
+                self._steps_allowed -= 1
+            self.expansions += 1
+
+    def check_cancelled(self) -> None:
+        if self._cancelled:
+            raise Cancelled()
