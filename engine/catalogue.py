@@ -1,0 +1,19 @@
+"""The catalogue of what a search can be built from: strategies, verifiers, exit policies.
+
+`thoughtscope strategies --json` prints `catalogue()`; the window builds its forms from it.
+Each entry is `{name, help, params}`; each param has name, type, default, range and help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.strategies import STRATEGIES
+
+
+def catalogue() -> dict[str, list[dict[str, Any]]]:
+    return {
+        "strategies": [cls.describe() for cls in STRATEGIES.values()],
+        "verifiers": [],
+        "policies": [],
+    }

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real default model, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the user's real settings or data."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("THOUGHTSCOPE_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("THOUGHTSCOPE_DATA_DIR", str(base / "data"))
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    from engine.model_files import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def runtime(model_path: Path) -> Iterator[object]:
+    """One llama.cpp context on the real SmolLM2-135M for the whole session."""
+    from engine.llama_runtime import LlamaRuntime, RuntimeConfig
+
+    rt = LlamaRuntime(model_path, RuntimeConfig(n_ctx=4096, n_seq_max=64))
+    yield rt
+    rt.close()
