@@ -45,40 +45,42 @@ def branch_rng(seed: int, node_id: int) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFFFFFF, node_id])
 
 
+_NUCLEUS_FLOORS = (1e-3, 1e-5, 1e-8, 0.0)
+
+
 def sample_token(
     logits: npt.NDArray[np.float32],
     params: SamplingParams,
     rng: np.random.Generator,
     banned: npt.NDArray[np.bool_] | None = None,
 ) -> int:
-    """Draw one token id from a logits row under `params`."""
+    """Draw one token id from a logits row under `params` (filters in the order
+    top-k, min-p, top-p, as llama.cpp's default chain applies them)."""
     if banned is not None:
-        logits = np.where(banned, -np.inf, logits).astype(np.float32)
+        logits = np.where(banned, np.float32(-np.inf), logits)
     if params.is_greedy:
         return int(np.argmax(logits))
-    z = (logits - logits.max()) / params.temperature
-    p = np.exp(z, dtype=np.float64)
-    p /= p.sum()
-    keep = None
-    if params.min_p > 0:
-        keep = p >= params.min_p * p.max()
+    z = (logits - logits.max()) * np.float32(1.0 / params.temperature)
+    p = np.exp(z)
     if params.top_k > 0 and params.top_k < p.size:
         kth = np.partition(p, -params.top_k)[-params.top_k]
-        top = p >= kth
-        keep = top if keep is None else keep & top
-    if keep is not None:
-        p = np.where(keep, p, 0.0)
-        p /= p.sum()
+        p = np.where(p >= kth, p, np.float32(0.0))
+    if params.min_p > 0:
+        p = np.where(p >= params.min_p * p.max(), p, np.float32(0.0))
+    total = float(p.sum(dtype=np.float64))
     if params.top_p < 1.0:
-        # the nucleus lies among tokens with p >= eps whenever their mass reaches top_p
-        cand = np.flatnonzero(p >= 1e-9)
-        if p[cand].sum() < params.top_p:
-            cand = np.arange(p.size)
+        # The nucleus is the shortest prefix of tokens by falling probability whose mass
+        # reaches top_p. Once the tokens above a floor hold that mass, the nucleus lies
+        # among them, so only they need sorting (exact, and tens of tokens, not 49k).
+        need = params.top_p * total
+        for floor in _NUCLEUS_FLOORS:
+            cand = np.flatnonzero(p > floor * total) if floor else np.flatnonzero(p > 0)
+            if float(p[cand].sum(dtype=np.float64)) >= need or not floor:
+                break
         order = cand[np.argsort(-p[cand], kind="stable")]
-        cum = np.cumsum(p[order])
-        cut = int(np.searchsorted(cum, params.top_p * cum[-1])) + 1
+        cum = np.cumsum(p[order], dtype=np.float64)
+        cut = min(int(np.searchsorted(cum, need)) + 1, len(order))
         chosen = order[:cut]
-        probs = p[chosen] / p[chosen].sum()
-        return int(chosen[rng.choice(len(chosen), p=probs)])
-    cum = np.cumsum(p)
+        return int(chosen[np.searchsorted(cum[:cut], rng.random() * cum[cut - 1], side="right").clip(0, cut - 1)])
+    cum = np.cumsum(p, dtype=np.float64)
     return int(min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), p.size - 1))

@@ -4,8 +4,8 @@ For logits z (one row per branch) with s = z - max(z), e = exp(s), Z = sum(e):
   log p_i      = s_i - log Z
   entropy H    = -sum p log p = log Z - E_p[s]          (nats)
   varentropy V = Var_p[-log p] = E_p[s^2] - E_p[s]^2    (nats^2)
-Top-k alternatives come from the few candidates within `_TOP_WINDOW` nats of the maximum
-(a full argpartition over 49k entries per row is the slow path, used only when needed).
+Top-k alternatives come from the few candidates within a few nats of the maximum (a full
+argpartition over 49k entries per row is the slow path, used only when a row is that peaked).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 TOP_K = 5
-_TOP_WINDOW = 12.0  # nats below the max logit; candidates beyond are e^-12 less likely
+_TOP_WINDOWS = (3.0, 9.0)  # nats below the max logit, tried in turn before a full partition
 
 
 @dataclass(slots=True)
@@ -48,16 +48,19 @@ def distribution_stats(logits: npt.NDArray[np.float32], top_k: int = TOP_K) -> D
     varentropy = np.maximum(m2 - m1 * m1, 0.0)
     top_ids: list[list[int]] = []
     top_lps: list[list[float]] = []
-    rows, cols = np.nonzero(shifted > -_TOP_WINDOW)
-    bounds = np.searchsorted(rows, np.arange(logits.shape[0] + 1))
     for r in range(logits.shape[0]):
-        cand = cols[bounds[r] : bounds[r + 1]]
-        if len(cand) < top_k:
-            cand = np.argpartition(shifted[r], -top_k)[-top_k:]
-        vals = shifted[r, cand]
+        row = shifted[r]
+        cand = None
+        for window in _TOP_WINDOWS:
+            found = np.flatnonzero(row > -window)
+            if len(found) >= top_k:
+                cand = found
+                break
+        if cand is None:
+            cand = np.argpartition(row, -top_k)[-top_k:]
+        vals = row[cand]
         order = np.argsort(-vals, kind="stable")[:top_k]
-        ids = cand[order]
-        top_ids.append([int(i) for i in ids])
+        top_ids.append([int(i) for i in cand[order]])
         top_lps.append([float(v) for v in vals[order] - log_z[r]])
     return DistributionStats(log_z, row_max, entropy, varentropy, top_ids, top_lps)
 

@@ -414,9 +414,14 @@ class TreeEngine:
         parent_stats = distribution_stats(parent_logits)
         parent_row = {p.node_id: i for i, p in enumerate(unique_parents)}
         first: list[tuple[_Live, int]] = []
+        remaining: dict[int, int] = {}
+        for r in requests:
+            remaining[r.parent_id] = remaining.get(r.parent_id, 0) + r.n_children
         for r, parent in zip(requests, parents, strict=True):
             for _ in range(r.n_children):
-                seq = self._alloc_seq()
+                remaining[parent.node_id] -= 1
+                adopt = release_parents and remaining[parent.node_id] == 0 and parent.node_id != self.root_id
+                seq = parent.seq if adopt else self._alloc_seq()
                 child = self._new_node(parent, parent.end)
                 new_ids.append(child.node_id)
                 self.bus.emit(
@@ -432,8 +437,15 @@ class TreeEngine:
                     child.terminal = True
                     self._finish_step(child, "seq_ids_exhausted", terminal=True, decoded=0)
                     continue
-                self.runtime.seq_copy(parent.seq, seq)  # type: ignore[arg-type]
-                self._hold(child, seq)
+                if adopt:
+                    # the last child takes over the parent's sequence: no copy, no new id
+                    parent.seq = None
+                    parent.next_logits = None
+                    child.seq = seq
+                    child.holders = 1
+                else:
+                    self.runtime.seq_copy(parent.seq, seq)  # type: ignore[arg-type]
+                    self._hold(child, seq)
                 child.kv_end = parent.end
                 decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
                 decoder.setstate(parent.utf8_state)

@@ -1,0 +1,195 @@
+"""`thoughtscope bench`: how close the tree engine gets to the hardware, and how far ahead of
+the obvious alternative it is.
+
+- raw_decode_tok_s: a bare llama_decode loop with the tree's batch shape (one token for each
+  live branch per decode, logits requested), same threads, no metrics, no events.
+- engine_tok_s: TreeEngine growing a beam-shaped tree (beams x expansions live branches,
+  fixed-length steps) with all per-token metrics and events on.
+- naive: the same tree shape through llama-cpp-python's high-level `Llama` API, each branch's
+  next step generated from that branch's whole token context (its built-in prefix reuse
+  skips whatever matches the previous call), one branch after another.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from engine import __version__
+from engine.llama_runtime import BatchEntry, LlamaRuntime, RuntimeConfig
+from engine.sampling import SamplingParams
+from engine.tree_engine import ExpandRequest, StepConfig, TreeEngine
+
+BENCH_PROMPT = (
+    "A baker makes 24 muffins in the morning and 18 in the afternoon. She sells 30 and gives "
+    "away 5. How many muffins are left? Explain each step."
+)
+FULL_SHAPE = {"beams": 4, "expansions": 4, "steps": 8, "step_tokens": 32}
+QUICK_SHAPE = {"beams": 2, "expansions": 4, "steps": 6, "step_tokens": 16}
+SAMPLING = SamplingParams(temperature=0.8, top_p=0.95)
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def raw_decode_tok_s(runtime: LlamaRuntime, width: int, decodes: int) -> float:
+    """Tokens/s of a bare decode loop with `width` sequences forked from one prompt."""
+    runtime.clear_memory()
+    prompt = runtime.tokenize(BENCH_PROMPT, add_special=True)
+    runtime.prefill(prompt, 0, 0)
+    for s in range(1, width):
+        runtime.seq_copy(0, s)
+    token = prompt[-1]
+    t0 = time.perf_counter()
+    for k in range(decodes):
+        pos = len(prompt) + k
+        runtime.decode([BatchEntry(token, pos, s, True) for s in range(width)])
+    elapsed = time.perf_counter() - t0
+    runtime.clear_memory()
+    return width * decodes / elapsed
+
+
+def grow_beam_tree(runtime: LlamaRuntime, shape: dict[str, int], seed: int = 0) -> dict[str, Any]:
+    """The benchmark tree on the engine: each step, every beam gets `expansions` children of
+    exactly `step_tokens` tokens; the `beams` children with the best mean logprob go on."""
+    engine = TreeEngine(
+        runtime,
+        sampling=SAMPLING,
+        step=StepConfig(delimiter=None, max_step_tokens=shape["step_tokens"], max_tokens=10_000, ban_eog=True),
+        seed=seed,
+    )
+    root = engine.start(BENCH_PROMPT)
+    decoded_before = engine.tokens_decoded
+    t0 = time.perf_counter()
+    beams = [root]
+    for _ in range(shape["steps"]):
+        children = engine.expand([ExpandRequest(b, shape["expansions"] if b != root else shape["beams"] * shape["expansions"]) for b in beams])
+        ranked = sorted(children, key=lambda n: engine.tree[n].mean_logprob() or 0.0, reverse=True)
+        for loser in ranked[shape["beams"] :]:
+            engine.prune(loser, policy="beam", reason="outside the beam")
+        beams = ranked[: shape["beams"]]
+    wall = time.perf_counter() - t0
+    tree_decoded = engine.tokens_decoded - decoded_before
+    unique = len(engine.tree.session.prompt_token_ids) + engine.tree.tokens_generated  # type: ignore[union-attr]
+    return {
+        "wall_s": wall,
+        "tree_tokens_decoded": tree_decoded,
+        "tokens_decoded": engine.tokens_decoded,
+        "unique_tree_tokens": unique,
+        "nodes": len(engine.tree),
+        "beams": beams,
+        "engine": engine,
+    }
+
+
+def naive_beam_tree(model_path: Path, shape: dict[str, int], n_threads: int, prompt: list[int]) -> dict[str, Any]:
+    """The same tree shape with the high-level API, one branch at a time: each child step is
+    `Llama.generate` over its beam's whole context (prompt + beam so far)."""
+    llm = llama_cpp.Llama(
+        model_path=str(model_path), n_ctx=8192, n_threads=n_threads, n_threads_batch=n_threads,
+        n_batch=512, verbose=False,
+    )
+    try:
+        t0 = time.perf_counter()
+        beams: list[list[int]] = [[]]
+        generated = 0
+        for step in range(shape["steps"]):
+            children: list[list[int]] = []
+            per_beam = shape["expansions"] if step else shape["beams"] * shape["expansions"]
+            for beam in beams:
+                for _ in range(per_beam):
+                    out: list[int] = []
+                    for tok in llm.generate(prompt + beam, temp=SAMPLING.temperature, top_p=SAMPLING.top_p, reset=False):
+                        out.append(tok)
+                        if len(out) == shape["step_tokens"]:
+                            break
+                    generated += len(out)
+                    children.append(beam + out)
+            beams = children[: shape["beams"]]  # the choice rule does not change the cost
+        return {"wall_s": time.perf_counter() - t0, "tokens_generated": generated}
+    finally:
+        llm.close()
+
+
+def run_engine_bench(model_path: Path, *, quick: bool = False, progress: bool = True,
+                     extra: Callable[[LlamaRuntime], dict[str, Any]] | None = None) -> dict[str, Any]:
+    shape = QUICK_SHAPE if quick else FULL_SHAPE
+    width = shape["beams"] * shape["expansions"]
+    threads = os.cpu_count() or 1
+    started = time.perf_counter()
+    result: dict[str, Any] = {"shape": dict(shape, live_branches=width), "quick": quick}
+    with LlamaRuntime(model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads)) as runtime:
+        _say(progress, "warm-up")
+        raw_decode_tok_s(runtime, width, 4)
+        _say(progress, f"raw decode loop, {width} branches")
+        decodes = shape["steps"] * shape["step_tokens"] // 2
+        raw = raw_decode_tok_s(runtime, width, decodes)
+        _say(progress, f"engine, {shape['steps']} steps x {width} branches x {shape['step_tokens']} tokens")
+        tree = grow_beam_tree(runtime, shape)
+        engine_tok_s = tree["tree_tokens_decoded"] / tree["wall_s"]
+        engine = tree["engine"]
+        prompt_ids = list(engine.tree.session.prompt_token_ids)
+        result.update(
+            raw_decode_tok_s=round(raw, 1),
+            engine_tok_s=round(engine_tok_s, 1),
+            efficiency=round(engine_tok_s / raw, 3),
+            tokens_decoded=tree["tokens_decoded"],
+            unique_tree_tokens=tree["unique_tree_tokens"],
+            recompute_ratio=round(tree["tokens_decoded"] / tree["unique_tree_tokens"], 4),
+            engine_wall_s=round(tree["wall_s"], 2),
+            engine_decode_share=round(engine.decode_s / max(engine.stats()["wall_s"], 1e-9), 3),
+            nodes=tree["nodes"],
+        )
+        _say(progress, "aggregate tok/s by branches per decode")
+        scaling: dict[str, dict[str, float]] = {}
+        for w in (1, 4, 8, 16):
+            n_dec = 24 if quick else 48
+            raw_w = raw_decode_tok_s(runtime, w, n_dec)
+            t = grow_beam_tree(runtime, {"beams": 1, "expansions": w, "steps": 1, "step_tokens": n_dec})
+            scaling[str(w)] = {"raw_tok_s": round(raw_w, 1), "engine_tok_s": round(t["tree_tokens_decoded"] / t["wall_s"], 1)}
+        result["tok_s_by_branches"] = scaling
+        if extra is not None:
+            result.update(extra(runtime))
+    _say(progress, "naive baseline (high-level Llama API, one branch at a time)")
+    naive = naive_beam_tree(model_path, shape, threads, prompt_ids)
+    result.update(
+        naive_wall_s=round(naive["wall_s"], 2),
+        speedup_vs_naive=round(naive["wall_s"] / result["engine_wall_s"], 2),
+    )
+    result.update(
+        targets={
+            "efficiency>=0.90": result["efficiency"] >= 0.90,
+            "recompute_ratio<=1.01": result["recompute_ratio"] <= 1.01,
+            f"speedup_vs_naive>={2.5 if quick else 3}": result["speedup_vs_naive"] >= (2.5 if quick else 3.0),
+        },
+        machine={
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "threads": threads,
+            "python": platform.python_version(),
+            "llama_cpp_python": llama_cpp.__version__,
+            "thoughtscope": __version__,
+            "model": model_path.name,
+        },
+        bench_wall_s=round(time.perf_counter() - started, 1),
+    )
+    return result
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
