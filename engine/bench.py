@@ -64,7 +64,9 @@ def grow_beam_tree(runtime: LlamaRuntime, shape: dict[str, int], seed: int = 0) 
     engine = TreeEngine(
         runtime,
         sampling=SAMPLING,
-        step=StepConfig(delimiter=None, max_step_tokens=shape["step_tokens"], max_tokens=10_000, ban_eog=True),
+        step=StepConfig(
+            delimiter=None, max_step_tokens=shape["step_tokens"], max_tokens=10_000, ban_eog=True
+        ),
         seed=seed,
     )
     root = engine.start(BENCH_PROMPT)
@@ -72,7 +74,14 @@ def grow_beam_tree(runtime: LlamaRuntime, shape: dict[str, int], seed: int = 0) 
     t0 = time.perf_counter()
     beams = [root]
     for _ in range(shape["steps"]):
-        children = engine.expand([ExpandRequest(b, shape["expansions"] if b != root else shape["beams"] * shape["expansions"]) for b in beams])
+        children = engine.expand(
+            [
+                ExpandRequest(
+                    b, shape["expansions"] if b != root else shape["beams"] * shape["expansions"]
+                )
+                for b in beams
+            ]
+        )
         ranked = sorted(children, key=lambda n: engine.tree[n].mean_logprob() or 0.0, reverse=True)
         for loser in ranked[shape["beams"] :]:
             engine.prune(loser, policy="beam", reason="outside the beam")
@@ -91,12 +100,18 @@ def grow_beam_tree(runtime: LlamaRuntime, shape: dict[str, int], seed: int = 0) 
     }
 
 
-def naive_beam_tree(model_path: Path, shape: dict[str, int], n_threads: int, prompt: list[int]) -> dict[str, Any]:
+def naive_beam_tree(
+    model_path: Path, shape: dict[str, int], n_threads: int, prompt: list[int]
+) -> dict[str, Any]:
     """The same tree shape with the high-level API, one branch at a time: each child step is
     `Llama.generate` over its beam's whole context (prompt + beam so far)."""
     llm = llama_cpp.Llama(
-        model_path=str(model_path), n_ctx=8192, n_threads=n_threads, n_threads_batch=n_threads,
-        n_batch=512, verbose=False,
+        model_path=str(model_path),
+        n_ctx=8192,
+        n_threads=n_threads,
+        n_threads_batch=n_threads,
+        n_batch=512,
+        verbose=False,
     )
     try:
         t0 = time.perf_counter()
@@ -108,7 +123,9 @@ def naive_beam_tree(model_path: Path, shape: dict[str, int], n_threads: int, pro
             for beam in beams:
                 for _ in range(per_beam):
                     out: list[int] = []
-                    for tok in llm.generate(prompt + beam, temp=SAMPLING.temperature, top_p=SAMPLING.top_p, reset=False):
+                    for tok in llm.generate(
+                        prompt + beam, temp=SAMPLING.temperature, top_p=SAMPLING.top_p, reset=False
+                    ):
                         out.append(tok)
                         if len(out) == shape["step_tokens"]:
                             break
@@ -120,20 +137,30 @@ def naive_beam_tree(model_path: Path, shape: dict[str, int], n_threads: int, pro
         llm.close()
 
 
-def run_engine_bench(model_path: Path, *, quick: bool = False, progress: bool = True,
-                     extra: Callable[[LlamaRuntime], dict[str, Any]] | None = None) -> dict[str, Any]:
+def run_engine_bench(
+    model_path: Path,
+    *,
+    quick: bool = False,
+    progress: bool = True,
+    extra: Callable[[LlamaRuntime], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     shape = QUICK_SHAPE if quick else FULL_SHAPE
     width = shape["beams"] * shape["expansions"]
     threads = os.cpu_count() or 1
     started = time.perf_counter()
     result: dict[str, Any] = {"shape": dict(shape, live_branches=width), "quick": quick}
-    with LlamaRuntime(model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads)) as runtime:
+    with LlamaRuntime(
+        model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads)
+    ) as runtime:
         _say(progress, "warm-up")
         raw_decode_tok_s(runtime, width, 4)
         _say(progress, f"raw decode loop, {width} branches")
         decodes = shape["steps"] * shape["step_tokens"] // 2
         raw = raw_decode_tok_s(runtime, width, decodes)
-        _say(progress, f"engine, {shape['steps']} steps x {width} branches x {shape['step_tokens']} tokens")
+        _say(
+            progress,
+            f"engine, {shape['steps']} steps x {width} branches x {shape['step_tokens']} tokens",
+        )
         tree = grow_beam_tree(runtime, shape)
         engine_tok_s = tree["tree_tokens_decoded"] / tree["wall_s"]
         engine = tree["engine"]
@@ -154,8 +181,13 @@ def run_engine_bench(model_path: Path, *, quick: bool = False, progress: bool = 
         for w in (1, 4, 8, 16):
             n_dec = 24 if quick else 48
             raw_w = raw_decode_tok_s(runtime, w, n_dec)
-            t = grow_beam_tree(runtime, {"beams": 1, "expansions": w, "steps": 1, "step_tokens": n_dec})
-            scaling[str(w)] = {"raw_tok_s": round(raw_w, 1), "engine_tok_s": round(t["tree_tokens_decoded"] / t["wall_s"], 1)}
+            t = grow_beam_tree(
+                runtime, {"beams": 1, "expansions": w, "steps": 1, "step_tokens": n_dec}
+            )
+            scaling[str(w)] = {
+                "raw_tok_s": round(raw_w, 1),
+                "engine_tok_s": round(t["tree_tokens_decoded"] / t["wall_s"], 1),
+            }
         result["tok_s_by_branches"] = scaling
         if extra is not None:
             result.update(extra(runtime))
@@ -169,7 +201,8 @@ def run_engine_bench(model_path: Path, *, quick: bool = False, progress: bool = 
         targets={
             "efficiency>=0.90": result["efficiency"] >= 0.90,
             "recompute_ratio<=1.01": result["recompute_ratio"] <= 1.01,
-            f"speedup_vs_naive>={2.5 if quick else 3}": result["speedup_vs_naive"] >= (2.5 if quick else 3.0),
+            f"speedup_vs_naive>={2.5 if quick else 3}": result["speedup_vs_naive"]
+            >= (2.5 if quick else 3.0),
         },
         machine={
             "cpu": _cpu_name(),

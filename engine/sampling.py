@@ -81,6 +81,12 @@ def sample_token(
         cum = np.cumsum(p[order], dtype=np.float64)
         cut = min(int(np.searchsorted(cum, need)) + 1, len(order))
         chosen = order[:cut]
-        return int(chosen[np.searchsorted(cum[:cut], rng.random() * cum[cut - 1], side="right").clip(0, cut - 1)])
+        return int(
+            chosen[
+                np.searchsorted(cum[:cut], rng.random() * cum[cut - 1], side="right").clip(
+                    0, cut - 1
+                )
+            ]
+        )
     cum = np.cumsum(p, dtype=np.float64)
     return int(min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), p.size - 1))

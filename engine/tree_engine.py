@@ -420,7 +420,11 @@ class TreeEngine:
         for r, parent in zip(requests, parents, strict=True):
             for _ in range(r.n_children):
                 remaining[parent.node_id] -= 1
-                adopt = release_parents and remaining[parent.node_id] == 0 and parent.node_id != self.root_id
+                adopt = (
+                    release_parents
+                    and remaining[parent.node_id] == 0
+                    and parent.node_id != self.root_id
+                )
                 seq = parent.seq if adopt else self._alloc_seq()
                 child = self._new_node(parent, parent.end)
                 new_ids.append(child.node_id)

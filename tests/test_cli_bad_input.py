@@ -15,7 +15,9 @@ RUN = [sys.executable, "-m", "app", "run", "--max-tokens", "8"]
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+    return subprocess.run(
+        [*RUN, *args], check=False, capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+    )
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -68,12 +70,33 @@ def test_impossible_parameters(args: tuple[str, ...], needle: str) -> None:
 def test_json_summary_and_trace(tmp_path: Path) -> None:
     trace = tmp_path / "t.json"
     proc = subprocess.run(
-        [*RUN[:-2], "--strategy", "best_of_n", "--n", "3", "--max-tokens", "24", "--json", "--trace", str(trace)],
-        capture_output=True, text=True, timeout=120,
+        [
+            *RUN[:-2],
+            "--strategy",
+            "best_of_n",
+            "--n",
+            "3",
+            "--max-tokens",
+            "24",
+            "--json",
+            "--trace",
+            str(trace),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert set(summary) >= {"strategy", "answer", "nodes", "tokens_decoded", "wall_s", "stopped_reason"}
+    assert set(summary) >= {
+        "strategy",
+        "answer",
+        "nodes",
+        "tokens_decoded",
+        "wall_s",
+        "stopped_reason",
+    }
     assert summary["strategy"] == "best_of_n" and summary["stopped_reason"] == "finished"
     data = json.loads(trace.read_text())
     assert len(data["model"]["sha256"]) == 64

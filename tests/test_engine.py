@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -30,13 +31,20 @@ def _engine(runtime: LlamaRuntime, **kw: object) -> TreeEngine:
     return TreeEngine(runtime, step=step, sampling=sampling, seed=int(kw.pop("seed", 3)), **kw)  # type: ignore[arg-type]
 
 
-def _scratch_logits(runtime: LlamaRuntime, token_ids: list[int], seq: int, n_prompt: int) -> np.ndarray:
+def _scratch_logits(
+    runtime: LlamaRuntime, token_ids: list[int], seq: int, n_prompt: int
+) -> np.ndarray:
     """Logits at every position of `token_ids` decoded from scratch in one fresh sequence:
     the prompt as one batch, then one token per decode, as a single-sequence generator does.
     (One big batch over generated text would take llama.cpp's large-batch kernels, whose
     activation rounding differs by ~0.05 nats: a different computation, not a fork error.)"""
     runtime.seq_remove(seq)
-    rows = [r.copy() for r in runtime.decode([BatchEntry(t, j, seq, True) for j, t in enumerate(token_ids[:n_prompt])])]
+    rows = [
+        r.copy()
+        for r in runtime.decode(
+            [BatchEntry(t, j, seq, True) for j, t in enumerate(token_ids[:n_prompt])]
+        )
+    ]
     for j in range(n_prompt, len(token_ids)):
         rows.extend(r.copy() for r in runtime.decode([BatchEntry(token_ids[j], j, seq, True)]))
     runtime.seq_remove(seq)
@@ -71,7 +79,9 @@ def test_metrics_equal_independent_numpy(runtime: LlamaRuntime) -> None:
     root = engine.start(PROMPT)
     kids = engine.expand([ExpandRequest(root, 4)])
     prompt_ids = engine.path_token_ids(root)
-    raw = _scratch_logits(runtime, prompt_ids, runtime.n_seq_max - 1, len(prompt_ids))[-1].astype(np.float64)
+    raw = _scratch_logits(runtime, prompt_ids, runtime.n_seq_max - 1, len(prompt_ids))[-1].astype(
+        np.float64
+    )
     logp = raw - raw.max()
     logp -= np.log(np.exp(logp).sum())
     p = np.exp(logp)
@@ -97,7 +107,9 @@ def test_vectorised_stats_match_per_row_reference() -> None:
         lp = z - z.max() - np.log(np.exp(z - z.max()).sum())
         p = np.exp(lp)
         assert stats.entropy[r] == pytest.approx(-(p * lp).sum(), rel=1e-5)
-        assert stats.varentropy[r] == pytest.approx((p * lp**2).sum() - (p * lp).sum() ** 2, rel=1e-4, abs=1e-6)
+        assert stats.varentropy[r] == pytest.approx(
+            (p * lp**2).sum() - (p * lp).sum() ** 2, rel=1e-4, abs=1e-6
+        )
         assert stats.logprob(logits, r, 7) == pytest.approx(lp[7], abs=1e-4)
         assert len(stats.top_ids[r]) == 5
         assert stats.top_logprobs[r][0] == pytest.approx(lp.max(), abs=1e-4)
@@ -234,7 +246,9 @@ def test_pause_step_resume_and_cancel(runtime: LlamaRuntime) -> None:
     control = RunControl()
     bus = EventBus()
     finished_steps: list[int] = []
-    bus.subscribe(lambda e: finished_steps.append(e.node_id) if isinstance(e, StepFinished) else None)
+    bus.subscribe(
+        lambda e: finished_steps.append(e.node_id) if isinstance(e, StepFinished) else None
+    )
     control.pause()
     spec = RunSpec(
         prompt=PROMPT,
@@ -243,7 +257,9 @@ def test_pause_step_resume_and_cancel(runtime: LlamaRuntime) -> None:
         step=StepConfig(delimiter=None, max_step_tokens=4, max_tokens=400),
     )
     result: dict[str, object] = {}
-    worker = threading.Thread(target=lambda: result.update(o=run_search(runtime, spec, bus=bus, control=control)))
+    worker = threading.Thread(
+        target=lambda: result.update(o=run_search(runtime, spec, bus=bus, control=control))
+    )
     worker.start()
     try:
         worker.join(0.5)
@@ -264,9 +280,31 @@ def test_pause_step_resume_and_cancel(runtime: LlamaRuntime) -> None:
 
 
 def _wait_for(cond: object, timeout: float = 20.0) -> None:
-    import time
-
     end = time.monotonic() + timeout
     while not cond():  # type: ignore[operator]
         assert time.monotonic() < end, "timed out"
         time.sleep(0.01)
+
+
+def test_abort_stops_a_decode_in_flight(runtime: LlamaRuntime) -> None:
+    """request_abort() from another thread ends a long llama_decode early."""
+    from engine.llama_runtime import DecodeAborted
+
+    runtime.clear_abort()  # an earlier cancel on this shared runtime leaves the flag set
+    tokens = runtime.tokenize("word " * 2000)[: runtime.n_batch]
+    seq = runtime.n_seq_max - 1
+    t0 = time.perf_counter()
+    runtime.prefill(tokens, seq, 0)
+    full = time.perf_counter() - t0
+    runtime.seq_remove(seq)
+    timer = threading.Timer(full / 4, runtime.request_abort)
+    timer.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(DecodeAborted):
+            runtime.prefill(tokens, seq, 0)
+        assert time.perf_counter() - t0 < full * 0.9
+    finally:
+        timer.join()
+        runtime.clear_abort()
+        runtime.seq_remove(seq)

@@ -43,7 +43,9 @@ def test_sampler_matches_reference_distribution(params: SamplingParams) -> None:
     ref = _reference(logits, params)
     rng = np.random.default_rng(2)
     draws = np.array([sample_token(logits, params, rng) for _ in range(40000)])
-    assert set(np.unique(draws)) <= set(np.flatnonzero(ref > 0)), "drew a token outside the allowed set"
+    assert set(np.unique(draws)) <= set(np.flatnonzero(ref > 0)), (
+        "drew a token outside the allowed set"
+    )
     freq = np.bincount(draws, minlength=logits.size) / len(draws)
     # total variation distance; its sampling noise here is about 0.4 * sqrt(100 / 40000) = 0.02
     assert 0.5 * np.abs(freq - ref).sum() < 0.04
@@ -59,7 +61,12 @@ def test_greedy_and_banned_tokens() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"temperature": -1}, "temperature"), ({"top_p": 0.0}, "top-p"), ({"top_k": -2}, "top-k"), ({"min_p": 1.0}, "min-p")],
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0.0}, "top-p"),
+        ({"top_k": -2}, "top-k"),
+        ({"min_p": 1.0}, "min-p"),
+    ],
 )
 def test_invalid_sampling_parameters(kwargs: dict[str, float], needle: str) -> None:
     with pytest.raises(ParameterError, match=needle):
