@@ -333,8 +333,9 @@ class LlamaRuntime:
         first = rows[0].ctypes.data
         step = self.n_vocab * 4
         if all(r.ctypes.data == first + k * step for k, r in enumerate(rows)):
-            buf = (ctypes.c_float * (len(rows) * self.n_vocab)).from_address(first)
-            return np.frombuffer(buf, dtype=np.float32).reshape(len(rows), self.n_vocab)
+            ptr = ctypes.cast(first, ctypes.POINTER(ctypes.c_float))
+            matrix: npt.NDArray[np.float32] = np.ctypeslib.as_array(ptr, shape=(len(rows), self.n_vocab))
+            return matrix
         return np.stack(rows)
 
     def prefill(self, tokens: Sequence[int], seq: int, start_pos: int) -> npt.NDArray[np.float32]:

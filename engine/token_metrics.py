@@ -69,4 +69,5 @@ def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     """Reference log-softmax of one row in float64 (tests and scoring)."""
     z = logits.astype(np.float64)
     z = z - z.max()
-    return z - np.log(np.exp(z).sum())
+    out: npt.NDArray[np.float64] = z - np.log(np.exp(z).sum())
+    return out
