@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from app.commands import bench, run
+from app.commands import bench, run, sessions
 from engine.errors import ThoughtscopeError
 
-COMMANDS = (run, bench)
+COMMANDS = (run, bench, sessions)
 
 
 def build_parser() -> argparse.ArgumentParser:

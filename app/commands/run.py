@@ -43,6 +43,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.add_argument("--trace", type=Path, help="write the tree as a JSON trace to FILE")
+    p.add_argument("--db", type=Path, help="record the search into this session database")
     _add_model_args(p)
 
 
@@ -96,6 +97,7 @@ def _print_event(event: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from app.commands.sessions import recording
     from engine.events import EventBus
     from engine.exports.trace_json import tree_to_trace
     from engine.session import run_search
@@ -106,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     bus = EventBus()
     if not args.json:
         bus.subscribe(_print_event)
-    with _open_runtime(args) as runtime:
+    with recording(args.db, bus) as recorder, _open_runtime(args) as runtime:
         outcome = run_search(runtime, spec, bus=bus)
     stats = outcome.finished.stats
     if args.trace is not None:
@@ -122,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "wall_s": stats["wall_s"],
         "stopped_reason": outcome.finished.stopped_reason,
     }
+    if recorder is not None:
+        summary["session"] = recorder.session_id
     if args.json:
         print(json.dumps(summary))
     else:

@@ -1,0 +1,255 @@
+"""SessionStore: the session database as the CLI and the window use it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.events import Event
+from engine.exports import export_text
+from engine.exports.session_json import MalformedImport, parse_session_json
+from engine.store import queries
+from engine.store.connection import StoreError, db_errors, open_engine
+from engine.store.migrations import now_iso
+from engine.store.queries import SessionSummary, summary_from_row
+from engine.store.recorder import SessionRecorder, new_session_row
+from engine.store.schema import INTERRUPTED, RUNNING, STATUSES, RescoreRow, SessionRow
+from engine.tree import TreeModel
+
+# Sessions being recorded by this process, by database file: never marked interrupted.
+_LIVE: set[tuple[str, int]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":
+        return False  # no cheap check; a stale row is better marked interrupted
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class SessionStore:
+    """Opens (creating or migrating) a session database; records, lists, loads and edits
+    sessions. Sessions left `running` by a process that is gone are marked `interrupted`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self.engine, self.backup = open_engine(self.path)
+        self._key = str(self.path.resolve())
+        self._db = sessionmaker(self.engine, expire_on_commit=False)
+        self.interrupted_on_open = self._mark_interrupted()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> SessionStore:
+        return cls(path)
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- recording ----------------------------------------------------------------------
+    def start_recording(
+        self, name: str | None = None, *, commit_at_steps: bool = True
+    ) -> SessionRecorder:
+        """A new session row (status running) and the recorder that fills it."""
+        with db_errors(self.path), self.engine.begin() as conn:
+            key = conn.execute(
+                insert(cast(Table, SessionRow.__table__)).values(**new_session_row(name))
+            ).inserted_primary_key
+            assert key is not None
+            session_id = int(key[0])
+        with _LIVE_LOCK:
+            _LIVE.add((self._key, session_id))
+        return SessionRecorder(
+            self, session_id, name=name, commit_at_steps=commit_at_steps, on_close=self._closed
+        )
+
+    def _closed(self, recorder: SessionRecorder) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard((self._key, recorder.session_id))
+
+    def _mark_interrupted(self) -> list[int]:
+        with db_errors(self.path), self._db() as db:
+            rows = db.execute(
+                select(SessionRow.id, SessionRow.writer_pid).where(SessionRow.status == RUNNING)
+            ).all()
+            with _LIVE_LOCK:
+                live = {sid for key, sid in _LIVE if key == self._key}
+            stale = [
+                sid
+                for sid, pid in rows
+                if sid not in live and (pid is None or pid == os.getpid() or not _pid_alive(pid))
+            ]
+            if stale:
+                db.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id.in_(stale))
+                    .values(status=INTERRUPTED, updated=now_iso())
+                )
+                db.commit()
+        return stale
+
+    # -- reading ------------------------------------------------------------------------
+    def list_sessions(self) -> list[SessionSummary]:
+        with db_errors(self.path), self._db() as db:
+            rows = db.execute(select(SessionRow).order_by(SessionRow.id)).scalars().all()
+            return [summary_from_row(r) for r in rows]
+
+    def _row(self, db: Session, session_id: int) -> SessionRow:
+        row = db.get(SessionRow, session_id)
+        if row is None:
+            raise StoreError(f"no session {session_id} in {self.path}")
+        return row
+
+    def get(self, session_id: int) -> SessionSummary:
+        with db_errors(self.path), self._db() as db:
+            return summary_from_row(self._row(db, session_id))
+
+    def session_info(self, session_id: int) -> dict[str, Any]:
+        """Every stored column of the session row (what `thoughtscope show` prints)."""
+        with db_errors(self.path), self._db() as db:
+            row = self._row(db, session_id)
+            return {c.key: getattr(row, c.key) for c in SessionRow.__table__.columns}
+
+    def load_events(self, session_id: int) -> list[Event]:
+        with db_errors(self.path), self._db() as db:
+            self._row(db, session_id)
+            try:
+                return queries.load_events(db.connection(), session_id)
+            except (ValueError, KeyError, TypeError) as error:
+                raise StoreError(
+                    f"session {session_id} has a damaged event log ({error})"
+                ) from None
+
+    def load_tree(self, session_id: int) -> TreeModel:
+        """The session's final tree, rebuilt from its event log."""
+        return TreeModel.from_events(self.load_events(session_id))
+
+    def export_text(self, session_id: int, fmt: str) -> str:
+        """The session in an export format (json, graphml, dot, csv, mermaid)."""
+        events = self.load_events(session_id)
+        tree = TreeModel.from_events(events)
+        return export_text(fmt, tree, events, self.session_info(session_id))
+
+    def import_json(self, text: str, *, source: str = "the file") -> int:
+        """Store a session from a JSON export as a new session; returns its id. The file is
+        validated completely first and written in one transaction: all or nothing."""
+        try:
+            events, meta = parse_session_json(text)
+        except MalformedImport as error:
+            raise StoreError(f"cannot import {source}: {error}") from None
+        status = meta.get("status")
+        if status is not None and status not in STATUSES:
+            raise StoreError(f"cannot import {source}: unknown session status {status!r}")
+        if status == RUNNING:
+            status = INTERRUPTED  # its recorder is not running here
+        recorder = self.start_recording(meta.get("name"), commit_at_steps=False)
+        try:
+            for event in events:
+                recorder(event)
+        except BaseException:
+            recorder.abandon()
+            raise
+        fields = {
+            k: meta[k]
+            for k in ("created", "stopped_reason", "gold", "app_version", "llama_cpp_version")
+            if meta.get(k) is not None
+        }
+        fields["writer_pid"] = None
+        recorder.close(status=status, fields=fields)
+        return recorder.session_id
+
+    def rescores(self, session_id: int) -> list[dict[str, Any]]:
+        with db_errors(self.path), self._db() as db:
+            self._row(db, session_id)
+            return queries.rescores(db, session_id)
+
+    # -- editing ------------------------------------------------------------------------
+    def rename(self, session_id: int, name: str) -> None:
+        name = " ".join(name.split())
+        if not name:
+            raise StoreError("a session name must not be empty")
+        with db_errors(self.path), self._db() as db:
+            row = self._row(db, session_id)
+            row.name = name
+            row.updated = now_iso()
+            db.commit()
+
+    def delete(self, session_id: int) -> None:
+        """Remove a session with its nodes, tokens, scores, events and derived results."""
+        with db_errors(self.path), self._db() as db:
+            row = self._row(db, session_id)
+            if row.status == RUNNING and (self._key, session_id) in _LIVE:
+                raise StoreError(f"session {session_id} is still being recorded")
+            db.delete(row)
+            db.commit()
+
+    def save_rescore(
+        self,
+        session_id: int,
+        *,
+        verifier: str,
+        aggregate: str,
+        exit_policy: str,
+        answer: str | None,
+        answer_node: int | None,
+        tokens: int,
+        correct: bool | None,
+        result: dict[str, Any],
+    ) -> int:
+        """Store a derived result next to the session (the original rows stay as they are)."""
+        with db_errors(self.path), self._db() as db:
+            self._row(db, session_id)
+            row = RescoreRow(
+                session_id=session_id,
+                created=now_iso(),
+                verifier=verifier,
+                aggregate=aggregate,
+                exit_policy=exit_policy,
+                answer=answer,
+                answer_node=answer_node,
+                tokens=tokens,
+                correct=None if correct is None else int(correct),
+                result=result,
+            )
+            db.add(row)
+            db.commit()
+            return row.id
+
+    def set_session_fields(self, session_id: int, **values: Any) -> None:
+        """Overwrite stored metadata columns (imports restore name, created and status)."""
+        allowed = {c.key for c in SessionRow.__table__.columns} - {"id"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise StoreError(f"unknown session field {sorted(unknown)[0]!r}")
+        with db_errors(self.path), self._db() as db:
+            self._row(db, session_id)
+            db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
+            db.commit()
+
+    def integrity_check(self) -> str:
+        with db_errors(self.path), self.engine.connect() as conn:
+            return queries.integrity_check(conn)
