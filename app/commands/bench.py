@@ -1,4 +1,5 @@
-"""`thoughtscope bench`: engine speed against the hardware and a naive baseline."""
+"""`thoughtscope bench`: engine speed against the hardware and a naive baseline, the store's
+cost and replay speed, and (with --gui) the window's responsiveness."""
 
 from __future__ import annotations
 
@@ -9,20 +10,21 @@ from typing import Any
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import run_engine_bench
-
     from engine.model_files import resolve_model_path
+    from engine.store.bench import measure_store
 
     result = run_engine_bench(
-        resolve_model_path(args.model), quick=args.quick, progress=not args.json
+        resolve_model_path(args.model),
+        quick=args.quick,
+        progress=not args.json,
+        extra=lambda runtime: measure_store(runtime, quick=args.quick),
     )
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "bench", help="measure engine speed against the hardware and a naive baseline"
-    )
+    p = sub.add_parser("bench", help="measure engine speed against the hardware and a naive baseline")
     p.add_argument("--quick", action="store_true", help="smaller tree (under 90 s)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--model", help="GGUF model file (default: SmolLM2-135M)")
