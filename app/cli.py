@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from app.commands import bench, run, sessions
+from app.commands import bench, catalogue, run, sessions
 from engine.errors import ThoughtscopeError
 
-COMMANDS = (run, bench, sessions)
+COMMANDS = (run, bench, sessions, catalogue)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,8 +25,13 @@ def _last_number(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+_CALC = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: <<16-3-4=9>>
+_FRAC = re.compile(r"\\d?frac\{\s*(-?[\d.,]+)\s*\}\{\s*(-?[\d.,]+)\s*\}")
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer in `text` as written (a number where there is one), or None."""
+    text = _FRAC.sub(r"\1/\2", _CALC.sub("", text))
     for pattern in _MARKERS:
         matches = list(pattern.finditer(text))
         if matches:
@@ -75,3 +80,14 @@ def answers_match(predicted: str | None, gold: str | None) -> bool:
     if a is not None and b is not None:
         return a == b
     return normalize_answer(predicted) == normalize_answer(gold)
+
+
+def extract_gold(text: str) -> str | None:
+    """The gold answer of a reference: GSM8K `#### 42`, `A: 42`, `\\boxed{42}`, or a bare
+    answer; thousands separators and signs are kept for `answers_match` to normalise."""
+    text = text.strip()
+    if not text:
+        return None
+    if to_number(text) is not None:
+        return text
+    return extract_answer(text)

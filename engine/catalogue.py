@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.policies import POLICIES
 from engine.strategies import STRATEGIES
+from engine.verifiers import VERIFIERS
 
 
 def catalogue() -> dict[str, list[dict[str, Any]]]:
     return {
         "strategies": [cls.describe() for cls in STRATEGIES.values()],
-        "verifiers": [],
-        "policies": [],
+        "verifiers": [cls.describe() for cls in VERIFIERS.values()],
+        "policies": [cls.describe() for cls in POLICIES.values()],
     }

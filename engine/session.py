@@ -8,19 +8,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.errors import Cancelled
+from engine.errors import Cancelled, ParameterError
 from engine.events import EventBus, SessionFinished
 from engine.llama_runtime import LlamaRuntime
+from engine.policies import ExitPolicy, get_policy, make_policy
 from engine.run_control import RunControl
 from engine.sampling import SamplingParams
-from engine.strategies import StrategyResult, get_strategy
+from engine.strategies import Strategy, StrategyResult, get_strategy
+from engine.strategies.params import resolve_options
 from engine.tree import TreeModel
 from engine.tree_engine import StepConfig, TreeEngine
+from engine.verifiers import Verifier, get_verifier, make_verifier
 
 
 @dataclass(slots=True)
 class RunSpec:
-    """Everything that defines a search, as the user chose it."""
+    """Everything that defines a search, as the user chose it.
+
+    `verifier` names a verifier (with `verifier_options`); `exits` lists early-exit policies
+    as (name, options) pairs; `gold` enables the reference verifier as an oracle (every
+    finished chain is checked, the result says whether the answer is correct)."""
 
     prompt: str
     strategy: str = "greedy"
@@ -30,11 +37,45 @@ class RunSpec:
     seed: int = 0
     gold: str | None = None
     system: str | None = None
+    verifier: str | None = None
+    verifier_options: dict[str, Any] = field(default_factory=dict)
+    exits: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def validate(self) -> None:
         get_strategy(self.strategy).resolve(self.strategy_options)
         self.sampling.validate()
         self.step.validate()
+        if self.verifier is not None:
+            cls = get_verifier(self.verifier)
+            opts = dict(self.verifier_options)
+            if cls.needs_gold and self.gold and "gold" not in opts:
+                opts["gold"] = self.gold
+            if cls.needs_gold and not opts.get("gold"):
+                raise ParameterError(
+                    f"the {self.verifier} verifier needs a gold answer (--gold ANSWER)"
+                )
+            resolve_options(f"verifier {cls.name}", cls.params, opts)
+        for name, options in self.exits:
+            get_policy(name)(**options)
+
+    def build(self) -> tuple[Strategy, Verifier | None, list[ExitPolicy], Verifier | None]:
+        """The strategy with its verifier, exit policies and oracle attached."""
+        strategy = get_strategy(self.strategy)(**self.strategy_options)
+        verifier = (
+            make_verifier(self.verifier, self.verifier_options, self.gold)
+            if self.verifier
+            else None
+        )
+        policies = [make_policy(name, options) for name, options in self.exits]
+        oracle = make_verifier("reference", {"gold": self.gold}) if self.gold else None
+        strategy.attach(verifier, policies, oracle)
+        return strategy, verifier, policies, oracle
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "verifier": {"name": self.verifier, **self.verifier_options} if self.verifier else None,
+            "exits": [{"name": n, **o} for n, o in self.exits],
+        }
 
 
 @dataclass(slots=True)
@@ -43,9 +84,7 @@ class RunOutcome:
     result: StrategyResult | None
     finished: SessionFinished
     engine: TreeEngine
-
-
-GREEDY_STRATEGIES = frozenset({"greedy"})
+    strategy: Strategy | None = None
 
 
 def run_search(
@@ -56,23 +95,33 @@ def run_search(
     control: RunControl | None = None,
 ) -> RunOutcome:
     spec.validate()
-    strategy = get_strategy(spec.strategy)(**spec.strategy_options)
-    sampling = (
-        replace(spec.sampling, greedy=True) if spec.strategy in GREEDY_STRATEGIES else spec.sampling
-    )
+    strategy, verifier, policies, oracle = spec.build()
+    sampling = replace(spec.sampling, greedy=True) if strategy.greedy else spec.sampling
     engine = TreeEngine(
         runtime, sampling=sampling, step=spec.step, seed=spec.seed, bus=bus, control=control
     )
-    root = engine.start(
-        spec.prompt,
-        system=spec.system,
-        config={"strategy": strategy.config(), "gold": spec.gold},
-    )
     result: StrategyResult | None = None
     try:
-        result = strategy.run(engine, root)
-        reason = result.stopped_reason
-    except Cancelled:
-        reason = "cancelled"
+        root = engine.start(
+            spec.prompt,
+            system=spec.system,
+            config={
+                "strategy": strategy.config(),
+                "gold": spec.gold,
+                "verifier": verifier.config() if verifier else None,
+                "exits": [p.config() for p in policies],
+            },
+        )
+        try:
+            result = strategy.run(engine, root)
+            reason = result.stopped_reason
+        except Cancelled:
+            reason = "cancelled"
+    finally:
+        for v in (verifier, oracle):
+            if v is not None:
+                v.close()
     finished = engine.finish(reason)
-    return RunOutcome(tree=engine.tree, result=result, finished=finished, engine=engine)
+    return RunOutcome(
+        tree=engine.tree, result=result, finished=finished, engine=engine, strategy=strategy
+    )

@@ -46,6 +46,7 @@ from engine.token_metrics import DistributionStats, distribution_stats
 from engine.tree import TreeModel
 
 KV_MARGIN = 16  # cells kept free so llama.cpp never has to fail a slot search
+_GREEDY = SamplingParams(greedy=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class ExpandRequest:
     forced_tokens: list[int] | None = None
     stop_after_forced: bool = False
     origin: str = "expand"
+    greedy: bool = False  # argmax decoding for this request only (e.g. lookahead rollouts)
 
 
 @dataclass(slots=True)
@@ -126,6 +128,7 @@ class _Live:
     decoder: codecs.IncrementalDecoder
     forced: list[int]
     stop_after_forced: bool
+    greedy: bool = False
     step_text: str = ""
     pending: int | None = None  # chosen token not yet decoded
     decoded: int = 0
@@ -459,6 +462,7 @@ class TreeEngine:
                     decoder=decoder,
                     forced=list(r.forced_tokens or []),
                     stop_after_forced=r.stop_after_forced,
+                    greedy=r.greedy,
                 )
                 first.append((g, parent_row[parent.node_id]))
         for g, row in first:
@@ -549,7 +553,8 @@ class TreeEngine:
         if g.forced:
             token = g.forced.pop(0)
         else:
-            token = sample_token(logits[row], self.sampling, g.rng, self._banned)
+            params = _GREEDY if g.greedy else self.sampling
+            token = sample_token(logits[row], params, g.rng, self._banned)
         kv = g.kv
         kv.token_ids.append(token)
         kv.path_generated += 1
@@ -721,6 +726,56 @@ class TreeEngine:
         norm = p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5
         return float(norm), float(p_yes)
 
+    def probe(
+        self, node_id: int, suffix: str, max_new_tokens: int = 16, stop: str = "\n"
+    ) -> tuple[str, list[float]]:
+        """Greedy continuation of the node's path after `suffix` on a temporary sequence
+        that leaves the branch untouched (answer probes: DEER, Dynasor). Returns the text
+        (cut at `stop`, end of generation or `max_new_tokens`) and each token's logprob."""
+        kv = self._kv[node_id]
+        suffix_ids = self.runtime.tokenize(suffix, add_special=False, parse_special=True)
+        if not suffix_ids:
+            raise ParameterError("the probe suffix is empty")
+        self._ensure_ready([kv])
+        need = len(suffix_ids) + max_new_tokens
+        if not self._room(need) or kv.end + need >= self.runtime.n_ctx:
+            raise _ContextFull()
+        tmp = self._alloc_seq()
+        if tmp is None:
+            raise _SeqIdsExhausted()
+        self.runtime.seq_copy(kv.seq, tmp)  # type: ignore[arg-type]
+        self.cells_used += need
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text, logprobs, decoded = "", [], len(suffix_ids)
+        t0 = time.perf_counter()
+        try:
+            logits = self.runtime.prefill(suffix_ids, tmp, kv.end)
+            pos = kv.end + len(suffix_ids)
+            for _ in range(max_new_tokens):
+                row = logits.astype(np.float64)
+                token = int(np.argmax(row))
+                logprobs.append(float(row[token] - row.max() - np.log(np.exp(row - row.max()).sum())))
+                if self.runtime.is_eog(token):
+                    break
+                text += decoder.decode(self.runtime.token_bytes(token))
+                if stop and stop in text.lstrip():
+                    break
+                logits = self.runtime.decode([BatchEntry(token, pos, tmp, True)])[0]
+                pos += 1
+                decoded += 1
+        finally:
+            self.decode_s += time.perf_counter() - t0
+            self.runtime.seq_remove(tmp)
+            heapq.heappush(self._free_seqs, tmp)
+            self.cells_used -= need
+        self.decode_calls += decoded - len(suffix_ids) + 1
+        self.tokens_decoded += decoded
+        self.verifier_tokens += decoded
+        if stop and stop in text.lstrip():
+            lead = len(text) - len(text.lstrip())
+            text = text[: lead + text.lstrip().index(stop)]
+        return text, logprobs
+
     def _variants(self, word: str) -> set[int]:
         ids: set[int] = set()
         for form in (word, " " + word, word.lower(), " " + word.lower()):
@@ -775,3 +830,8 @@ class _ContextFull(Exception):
 
 class _SeqIdsExhausted(Exception):
     reason = "seq_ids_exhausted"
+
+
+# What judge_yes_probability / probe / expand-readiness raise when the context or the
+# sequence ids run out; strategies and verifiers catch this tuple.
+CapacityExceeded = (_ContextFull, _SeqIdsExhausted)

@@ -41,6 +41,19 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--delimiter", default="\\n\\n", help="text that ends a step ('none' to disable)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="a strategy-specific knob, e.g. beam_width=2 (repeatable; see `strategies`)",
+    )
+    p.add_argument(
+        "--verifier", default=None, metavar="NAME[:opts]",
+        help="verifier, e.g. self_judge or confidence:measure=min_logprob",
+    )
+    p.add_argument(
+        "--exit", action="append", default=[], metavar="POLICY[:opts]", dest="exits",
+        help="early-exit policy, e.g. entropy:window=16,threshold=2.5 (repeatable)",
+    )
+    p.add_argument("--gold", default=None, help="gold answer: enables the reference verifier")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.add_argument("--trace", type=Path, help="write the tree as a JSON trace to FILE")
     p.add_argument("--db", type=Path, help="record the search into this session database")
@@ -61,11 +74,16 @@ def _open_runtime(args: argparse.Namespace) -> Any:
 def _build_spec(args: argparse.Namespace) -> Any:
     from engine.sampling import SamplingParams
     from engine.session import RunSpec
+    from engine.strategies.params import parse_component
     from engine.tree_engine import StepConfig
 
     options: dict[str, Any] = {}
     if args.n is not None:
         options["n"] = args.n
+    for item in args.param:
+        _, knobs = parse_component("strategy:" + item)
+        options.update(knobs)
+    verifier, verifier_options = parse_component(args.verifier) if args.verifier else (None, {})
     delimiter = (
         None
         if args.delimiter.lower() == "none"
@@ -82,6 +100,10 @@ def _build_spec(args: argparse.Namespace) -> Any:
             delimiter=delimiter, max_step_tokens=args.step_tokens, max_tokens=args.max_tokens
         ),
         seed=args.seed,
+        gold=args.gold,
+        verifier=verifier,
+        verifier_options=dict(verifier_options),
+        exits=[parse_component(e) for e in args.exits],
     )
     spec.validate()  # bad parameters fail before the model loads
     return spec
@@ -123,7 +145,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         "tokens_generated": stats["tokens_generated"],
         "wall_s": stats["wall_s"],
         "stopped_reason": outcome.finished.stopped_reason,
+        "verifier_calls": (outcome.result.spent.get("verifier_calls", 0) if outcome.result else 0),
+        "exits": [
+            {"policy": e.policy, "node": e.node_id, "value": e.value, "threshold": e.threshold,
+             "reason": e.reason, "tokens_saved": e.tokens_saved}
+            for e in outcome.tree.exits
+        ],
+        "prunes": [
+            {"policy": p.policy, "node": p.node_id, "value": p.value, "threshold": p.threshold,
+             "reason": p.reason, "tokens_saved": p.tokens_saved}
+            for p in outcome.tree.prunes
+        ],
+        "votes": outcome.result.votes if outcome.result else {},
     }
+    if spec.gold is not None:
+        from engine.answers import answers_match, extract_gold
+
+        summary["correct"] = answers_match(outcome.tree.answer, extract_gold(spec.gold))
     if recorder is not None:
         summary["session"] = recorder.session_id
     if args.json:

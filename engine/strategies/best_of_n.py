@@ -9,28 +9,32 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from engine.answers import extract_answer
-from engine.strategies.base import ParamSpec, Strategy, StrategyResult, grow_chains
-from engine.tree_engine import ExpandRequest, TreeEngine
+from engine.strategies.base import (
+    N_PARAM,
+    ParamSpec,
+    Strategy,
+    StrategyResult,
+    fallback_choice,
+    finish_with,
+    grow_open,
+    pick_by_score,
+)
+from engine.strategies.context import SearchContext
+from engine.tree_engine import ExpandRequest
 
 
 class BestOfNStrategy(Strategy):
     name: ClassVar[str] = "best_of_n"
     help: ClassVar[str] = "Sample N chains in parallel and answer with the highest-scoring one."
-    params: ClassVar[tuple[ParamSpec, ...]] = (
-        ParamSpec("n", "int", 4, "number of chains sampled", min=1, max=128),
-    )
+    params: ClassVar[tuple[ParamSpec, ...]] = (N_PARAM,)
 
-    def run(self, engine: TreeEngine, root: int) -> StrategyResult:
-        firsts = engine.expand([ExpandRequest(root, self.options["n"])])
-        leaves = grow_chains(engine, firsts)
-        best, best_score = None, float("-inf")
-        for leaf in leaves:
-            tokens = engine.tree.path_tokens(leaf)
-            score = sum(t.logprob for t in tokens) / len(tokens) if tokens else float("-inf")
-            engine.score(leaf, "confidence", score, {"measure": "mean_logprob"})
-            if score > best_score:
-                best, best_score = leaf, score
-        answer = extract_answer(engine.tree.path_text(best)) if best is not None else None
-        engine.choose_answer(best, answer, reason="highest mean token logprob")
-        return StrategyResult(answer=answer, answer_node=best, stopped_reason="finished")
+    def search(self, ctx: SearchContext) -> StrategyResult:
+        leaves = grow_open(ctx, ctx.expand([ExpandRequest(ctx.root, self.options["n"])]))
+        done = ctx.done_chains()
+        if not done:
+            return fallback_choice(ctx, leaves)
+        best, value = pick_by_score(ctx, done)
+        votes = {k: float(v) for k, v in ctx.votes(done).items()}
+        return finish_with(
+            ctx, best, f"highest {ctx.scorer.name} score ({value:.4g}) of {len(done)}", votes
+        )

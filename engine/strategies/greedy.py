@@ -5,19 +5,33 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from engine.answers import extract_answer
-from engine.strategies.base import ParamSpec, Strategy, StrategyResult, grow_chains
-from engine.tree_engine import ExpandRequest, TreeEngine
+from engine.strategies.base import (
+    ParamSpec,
+    Strategy,
+    StrategyResult,
+    fallback_choice,
+    finish_with,
+    grow_open,
+)
+from engine.strategies.context import SearchContext
+from engine.tree_engine import ExpandRequest
+
+
+def single_chain(ctx: SearchContext) -> StrategyResult:
+    firsts = ctx.expand([ExpandRequest(ctx.root)])
+    if not firsts:
+        return finish_with(ctx, None, "stopped before the first step")
+    (leaf,) = grow_open(ctx, firsts)
+    if ctx.is_done(leaf):
+        return finish_with(ctx, leaf, "the only chain")
+    return fallback_choice(ctx, [leaf])
 
 
 class GreedyStrategy(Strategy):
     name: ClassVar[str] = "greedy"
     help: ClassVar[str] = "One chain of thought decoded greedily (temperature 0), step by step."
     params: ClassVar[tuple[ParamSpec, ...]] = ()
+    greedy: ClassVar[bool] = True
 
-    def run(self, engine: TreeEngine, root: int) -> StrategyResult:
-        (first,) = engine.expand([ExpandRequest(root)])
-        (leaf,) = grow_chains(engine, [first])
-        answer = extract_answer(engine.tree.path_text(leaf))
-        engine.choose_answer(leaf, answer, reason="the only chain")
-        return StrategyResult(answer=answer, answer_node=leaf, stopped_reason="finished")
+    def search(self, ctx: SearchContext) -> StrategyResult:
+        return single_chain(ctx)
