@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from app.commands import bench, catalogue, run, sessions
+from app.commands import bench, catalogue, gui, run, sessions
 from engine.errors import ThoughtscopeError
 
-COMMANDS = (run, bench, sessions, catalogue)
+COMMANDS = (run, bench, gui, sessions, catalogue)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
-        args = parser.parse_args(["demo", *argv])
+        args = parser.parse_args(["gui", *argv])
         func = args.func
     try:
         return func(args)

@@ -1,0 +1,1 @@
+"""Reusable Qt views: tree canvas, trace, charts, timeline, sessions browser, run forms."""

