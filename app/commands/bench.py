@@ -9,6 +9,13 @@ from typing import Any
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.gui:
+        from app.gui_bench import run_gui_bench
+
+        print(
+            json.dumps(run_gui_bench(args.model, quick=args.quick), indent=None if args.json else 2)
+        )
+        return 0
     from engine.bench import run_engine_bench
     from engine.model_files import resolve_model_path
     from engine.store.bench import measure_store
@@ -24,8 +31,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("bench", help="measure engine speed against the hardware and a naive baseline")
+    p = sub.add_parser(
+        "bench", help="measure engine speed against the hardware and a naive baseline"
+    )
     p.add_argument("--quick", action="store_true", help="smaller tree (under 90 s)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--gui",
+        action="store_true",
+        help="the window's stalls, render, open and scrub times (offscreen)",
+    )
     p.add_argument("--model", help="GGUF model file (default: SmolLM2-135M)")
     p.set_defaults(func=cmd_bench)

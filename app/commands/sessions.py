@@ -155,10 +155,28 @@ def _check_output(path: Path) -> Path:
     return path
 
 
+DIAGRAM_FORMATS = ("svg", "png", "pdf")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.exports import write_text_atomic
 
     out = _check_output(args.output)
+    if args.format in DIAGRAM_FORMATS:
+        from app.diagram_export import export_diagram
+
+        with open_store(args) as store:
+            tree = store.load_tree(args.id)
+        export_diagram(
+            tree,
+            out,
+            args.format,
+            scale=args.scale,
+            legend=not args.no_legend,
+            highlight_node=tree.answer_node,
+        )
+        print(f"wrote {out} ({args.format})")
+        return 0
     with open_store(args) as store:
         text = store.export_text(args.id, args.format)
     try:
@@ -270,8 +288,15 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("export", help="export a stored session to a file")
     p.add_argument("id", type=_session_id)
-    p.add_argument("--format", choices=EXPORT_CHOICES, default="json")
+    p.add_argument(
+        "--format",
+        choices=(*EXPORT_CHOICES, *DIAGRAM_FORMATS),
+        default="json",
+        help="data (json, graphml, dot, csv, mermaid) or the tree diagram as drawn (svg, png, pdf)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    p.add_argument("--scale", type=float, default=2.0, help="PNG pixels per scene unit")
+    p.add_argument("--no-legend", action="store_true", help="diagram without the legend")
     add_db_arg(p)
     p.set_defaults(func=cmd_export)
 
