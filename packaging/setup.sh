@@ -17,7 +17,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   need=()
   for pkg in libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
              libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 \
-             libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-xinerama0 desktop-file-utils; do
+             libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-xinerama0 desktop-file-utils appstream; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
