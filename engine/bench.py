@@ -104,7 +104,10 @@ def naive_beam_tree(
     model_path: Path, shape: dict[str, int], n_threads: int, prompt: list[int]
 ) -> dict[str, Any]:
     """The same tree shape with the high-level API, one branch at a time: each child step is
-    `Llama.generate` over its beam's whole context (prompt + beam so far)."""
+    `Llama.generate` over its beam's whole context (prompt + beam so far). With its default
+    `reset=True`, generate keeps the longest prefix shared with the previous call in the KV
+    cache and decodes only the rest (`reset=False` would append the context after the old
+    state instead)."""
     llm = llama_cpp.Llama(
         model_path=str(model_path),
         n_ctx=8192,
@@ -123,9 +126,7 @@ def naive_beam_tree(
             for beam in beams:
                 for _ in range(per_beam):
                     out: list[int] = []
-                    for tok in llm.generate(
-                        prompt + beam, temp=SAMPLING.temperature, top_p=SAMPLING.top_p, reset=False
-                    ):
+                    for tok in llm.generate(prompt + beam, temp=SAMPLING.temperature, top_p=SAMPLING.top_p):
                         out.append(tok)
                         if len(out) == shape["step_tokens"]:
                             break
