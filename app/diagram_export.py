@@ -94,6 +94,10 @@ def export_diagram(
     highlight = set(tree.path(highlight_node)) if highlight_node is not None else set()
     size = diagram_size(drawing, legend)
     painter = QPainter()
+
+    def paint() -> None:
+        _paint(painter, drawing, style, size, legend=legend, highlight=highlight, selected=highlight_node)
+
     if kind == "svg":
         gen = QSvgGenerator()
         gen.setFileName(str(target))
@@ -103,15 +107,7 @@ def export_diagram(
         gen.setDescription(f"{len(tree)} nodes")
         if not painter.begin(gen):
             raise ThoughtscopeError(f"cannot write {target}")
-        _paint(
-            painter,
-            drawing,
-            style,
-            size,
-            legend=legend,
-            highlight=highlight,
-            selected=highlight_node,
-        )
+        paint()
         painter.end()
     elif kind == "png":
         w, h = round(size.width() * scale), round(size.height() * scale)
@@ -120,15 +116,7 @@ def export_diagram(
         image = QImage(w, h, QImage.Format.Format_ARGB32_Premultiplied)
         painter.begin(image)
         painter.scale(scale, scale)
-        _paint(
-            painter,
-            drawing,
-            style,
-            size,
-            legend=legend,
-            highlight=highlight,
-            selected=highlight_node,
-        )
+        paint()
         painter.end()
         if not image.save(str(target), "PNG"):
             raise ThoughtscopeError(f"cannot write {target}")
@@ -141,14 +129,6 @@ def export_diagram(
         writer.setResolution(96)
         if not painter.begin(writer):
             raise ThoughtscopeError(f"cannot write {target}")
-        _paint(
-            painter,
-            drawing,
-            style,
-            size,
-            legend=legend,
-            highlight=highlight,
-            selected=highlight_node,
-        )
+        paint()
         painter.end()
     return target
