@@ -205,6 +205,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+def decision_record(event: NodePruned | EarlyExit) -> dict[str, Any]:
+    """The common record of a prune or an early exit: which node, which policy, why, the
+    measured value against its threshold, and the tokens it saved."""
+    return {
+        "node": event.node_id,
+        "policy": event.policy,
+        "reason": event.reason,
+        "value": event.value,
+        "threshold": event.threshold,
+        "tokens_saved": event.tokens_saved,
+    }
+
+
 def event_from_dict(d: dict[str, Any]) -> Event:
     """Rebuild an event from `Event.to_dict()` output (store, JSON trace, import)."""
     kind = d.get("kind")

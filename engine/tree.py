@@ -26,6 +26,7 @@ from engine.events import (
     StepFinished,
     TokenRecord,
     TokensAppended,
+    decision_record,
 )
 
 # Node states
@@ -137,24 +138,12 @@ class TreeModel:
         elif isinstance(event, NodePruned):
             node = self.nodes[event.node_id]
             node.state = PRUNED
-            node.prune = {
-                "policy": event.policy,
-                "reason": event.reason,
-                "value": event.value,
-                "threshold": event.threshold,
-                "tokens_saved": event.tokens_saved,
-            }
+            node.prune = decision_record(event)
             self.prunes.append(event)
         elif isinstance(event, EarlyExit):
             self.exits.append(event)
             if event.node_id is not None and event.node_id in self.nodes:
-                self.nodes[event.node_id].exit = {
-                    "policy": event.policy,
-                    "reason": event.reason,
-                    "value": event.value,
-                    "threshold": event.threshold,
-                    "tokens_saved": event.tokens_saved,
-                }
+                self.nodes[event.node_id].exit = decision_record(event)
         elif isinstance(event, AnswerChosen):
             if self.answer_node is not None and self.answer_node in self.nodes:
                 self.nodes[self.answer_node].chosen = False

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ThoughtscopeError
+from engine.events import decision_record
 
 EXAMPLE_PROMPT = (
     "Mia has 3 boxes with 12 pencils in each box. She gives 9 pencils to her friend. "
@@ -146,16 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "wall_s": stats["wall_s"],
         "stopped_reason": outcome.finished.stopped_reason,
         "verifier_calls": (outcome.result.spent.get("verifier_calls", 0) if outcome.result else 0),
-        "exits": [
-            {"policy": e.policy, "node": e.node_id, "value": e.value, "threshold": e.threshold,
-             "reason": e.reason, "tokens_saved": e.tokens_saved}
-            for e in outcome.tree.exits
-        ],
-        "prunes": [
-            {"policy": p.policy, "node": p.node_id, "value": p.value, "threshold": p.threshold,
-             "reason": p.reason, "tokens_saved": p.tokens_saved}
-            for p in outcome.tree.prunes
-        ],
+        "exits": [decision_record(e) for e in outcome.tree.exits],
+        "prunes": [decision_record(p) for p in outcome.tree.prunes],
         "votes": outcome.result.votes if outcome.result else {},
     }
     if spec.gold is not None:

@@ -16,7 +16,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.events import EarlyExit, Event, NodePruned, NodeScored, SessionStarted, event_from_dict
+from engine.events import (
+    EarlyExit,
+    Event,
+    NodePruned,
+    NodeScored,
+    SessionStarted,
+    decision_record,
+    event_from_dict,
+)
 from engine.exports.trace_json import TRACE_FORMAT, TRACE_VERSION, tree_to_trace
 from engine.tree import TreeModel
 
@@ -52,32 +60,8 @@ def session_to_json(
         for e in events
         if isinstance(e, NodeScored)
     ]
-    data["prunes"] = [
-        {
-            "node": e.node_id,
-            "policy": e.policy,
-            "reason": e.reason,
-            "value": e.value,
-            "threshold": e.threshold,
-            "tokens_saved": e.tokens_saved,
-            "index": e.index,
-        }
-        for e in events
-        if isinstance(e, NodePruned)
-    ]
-    data["exits"] = [
-        {
-            "node": e.node_id,
-            "policy": e.policy,
-            "reason": e.reason,
-            "value": e.value,
-            "threshold": e.threshold,
-            "tokens_saved": e.tokens_saved,
-            "index": e.index,
-        }
-        for e in events
-        if isinstance(e, EarlyExit)
-    ]
+    data["prunes"] = [{**decision_record(e), "index": e.index} for e in events if isinstance(e, NodePruned)]
+    data["exits"] = [{**decision_record(e), "index": e.index} for e in events if isinstance(e, EarlyExit)]
     data["ledger"] = [
         {"node": n.id, "reused": n.reused_tokens, "prefilled": n.prefilled, "decoded": n.decoded}
         for n in tree.iter_nodes()
