@@ -5,7 +5,9 @@ edit a step, quit). The worker executes them one at a time; it alone creates, us
 the `LlamaRuntime`. Engine events are appended to a buffer; when the buffer goes from empty to
 non-empty the worker emits `sig_events_ready` (a queued signal, so the slot runs in the GUI
 thread) and the window drains everything that arrived meanwhile: one signal per burst, not
-per token. Pause, step, resume and stop act at once through the thread-safe `RunControl`.
+per token. With each event the worker also snapshots the engine's KV-cache figure
+(`kv_cells`), so the window reads it live without touching the engine. Pause, step, resume
+and stop act at once through the thread-safe `RunControl`.
 """
 
 from __future__ import annotations
@@ -74,12 +76,15 @@ class EngineController(QObject):
         self.control = RunControl()
         self.busy = False
         self.model_info: dict[str, Any] | None = None
-        self.kv_cells: tuple[int, int] | None = None  # (used, n_ctx) after the last search
+        # (KV cells used, n_ctx) of the engine producing events, as of its latest event:
+        # written by the worker, read by the GUI (a tuple swap, never the engine itself)
+        self.kv_cells: tuple[int, int] | None = None
         self._commands: queue.Queue[_Command] = queue.Queue()
         self._buffer: list[Event] = []
         self._buffer_lock = threading.Lock()
         self._runtime: LlamaRuntime | None = None
-        self._engine: TreeEngine | None = None
+        self._engine: TreeEngine | None = None  # kept after a search for branch/fork/edit
+        self._live_engine: TreeEngine | None = None  # the engine whose events are flowing
         self._bus: EventBus | None = None
         self._store: Any = None  # the worker's own SessionStore (SQLite stays on its thread)
         self._recorder: Any = None  # open while the live session can still grow
@@ -198,9 +203,12 @@ class EngineController(QObject):
             self._runtime = None
 
     def _on_event(self, event: Event) -> None:
+        engine = self._live_engine
         with self._buffer_lock:
             was_empty = not self._buffer
             self._buffer.append(event)
+            if engine is not None:
+                self.kv_cells = (engine.cells_used, engine.runtime.n_ctx)
         if was_empty:
             self.sig_events_ready.emit()
 
@@ -212,7 +220,8 @@ class EngineController(QObject):
         if current is not None and Path(current.file.path) == path.expanduser().resolve():
             return current
         self.sig_model_loading.emit(str(path))
-        self._engine = None
+        self._engine = self._live_engine = None
+        self.kv_cells = None
         self._close_recording()
         if current is not None:
             current.close()
@@ -237,13 +246,16 @@ class EngineController(QObject):
             self._store.close()
             self._store = None
 
+    def _watch_engine(self, engine: TreeEngine) -> None:
+        self._live_engine = engine
+
     def _do_run(self, payload: dict[str, Any]) -> None:
         spec: RunSpec = payload["spec"]
         control: RunControl = payload["control"]
         runtime = self._ensure_runtime(Path(payload["model_path"]))
         if control.cancelled:
             return
-        self._engine = None
+        self._engine = self._live_engine = None
         self._close_recording()  # the previous session stops growing
         bus = EventBus()
         bus.subscribe(self._on_event)
@@ -257,7 +269,9 @@ class EngineController(QObject):
         self.sig_run_started.emit()
         t0 = time.perf_counter()
         try:
-            outcome = run_search(runtime, spec, bus=bus, control=control)
+            outcome = run_search(
+                runtime, spec, bus=bus, control=control, on_engine=self._watch_engine
+            )
         except BaseException:
             self._close_recording()
             raise

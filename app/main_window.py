@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.asset_files import asset_path
 from app.controller import EngineController
 from app.diagram_export import export_diagram
 from app.problems import default_examples, load_problem_set
@@ -65,7 +66,6 @@ from widgets.tree_canvas import TreeCanvas
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 REDRAW_MS = 33  # the canvas: ~30 fps
 TRACE_MS = 150  # the trace text while a run is live
 CHARTS_MS = 400  # the pyqtgraph charts while a run is live (axis repaints cost ~20 ms)
@@ -95,7 +95,7 @@ def default_settings() -> QSettings:
 
 
 def app_icon() -> QIcon:
-    return QIcon(str(ASSETS / "icons" / "thoughtscope.svg"))
+    return QIcon(str(asset_path("icons", "thoughtscope.svg")))
 
 
 def apply_theme(app: QApplication, theme: str) -> None:
@@ -357,6 +357,9 @@ class MainWindow(QMainWindow):
         self.status_kv = QLabel("KV –")
         self.status_model = QLabel("no model")
         self.status_db = QLabel("")
+        self.status_rate.setToolTip("Tokens generated per second over the last 2 s")
+        self.status_live.setToolTip("Branches growing now · nodes in the tree shown")
+        self.status_kv.setToolTip("KV-cache cells held by the search / context size (n_ctx)")
         for w in (
             self.progress,
             self.status_rate,
@@ -532,8 +535,7 @@ class MainWindow(QMainWindow):
         )
         if req["verifier"] is not None:
             spec.verifier, spec.verifier_options = req["verifier"][0], dict(req["verifier"][1])
-        if req["policy"] is not None:
-            spec.exits = [(req["policy"][0], dict(req["policy"][1]))]
+        spec.exits = [(name, dict(options)) for name, options in req["exits"]]
         spec.validate()
         return spec
 
@@ -627,9 +629,6 @@ class MainWindow(QMainWindow):
     def _on_run_finished(self, reason: str) -> None:
         self._on_events_ready()
         self._on_redraw(force=True)
-        kv = self.controller.kv_cells
-        if kv:
-            self.status_kv.setText(f"KV {kv[0]:,}/{kv[1]:,}")
         answer = self.tree.answer
         self.statusBar().showMessage(f"Finished ({reason}) · answer {answer!r}", 8000)
         if not self._user_selected and self.tree.answer_node is not None:
@@ -716,6 +715,8 @@ class MainWindow(QMainWindow):
             self.status_rate.setText("– tok/s")
         live = sum(1 for n in self.shown_tree.nodes.values() if n.state == ACTIVE)
         self.status_live.setText(f"{live} live · {len(self.shown_tree)} nodes")
+        kv = self.controller.kv_cells  # the worker's snapshot as of its latest event
+        self.status_kv.setText(f"KV {kv[0]:,}/{kv[1]:,}" if kv else "KV –")
 
     def _on_node_selected(self, node_id: int) -> None:
         self._user_selected = True

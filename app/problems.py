@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app.asset_files import asset_path
 from engine.errors import ThoughtscopeError
-
-EXAMPLES_FILE = Path(__file__).resolve().parents[1] / "assets" / "problems" / "examples.jsonl"
 
 
 def gold_of(answer: str) -> str:
@@ -54,4 +53,5 @@ def load_problem_set(path: Path) -> list[dict[str, str]]:
 
 
 def default_examples() -> list[dict[str, str]]:
-    return load_problem_set(EXAMPLES_FILE)
+    """The example problems that ship with the app (assets/problems/examples.jsonl)."""
+    return load_problem_set(asset_path("problems", "examples.jsonl"))

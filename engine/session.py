@@ -5,6 +5,7 @@ The single entry point shared by the CLI, the window's worker thread and the ben
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,13 +94,21 @@ def run_search(
     *,
     bus: EventBus | None = None,
     control: RunControl | None = None,
+    on_engine: Callable[[TreeEngine], None] | None = None,
 ) -> RunOutcome:
+    """Validate `spec`, grow its search on `runtime` and finish the session.
+
+    `on_engine` is handed the TreeEngine as soon as it exists, before the prompt is decoded,
+    so a caller can read the engine's live figures (`cells_used`, `stats()`) from its event
+    listener while the search runs (on this thread: the engine is not thread-safe)."""
     spec.validate()
     strategy, verifier, policies, oracle = spec.build()
     sampling = replace(spec.sampling, greedy=True) if strategy.greedy else spec.sampling
     engine = TreeEngine(
         runtime, sampling=sampling, step=spec.step, seed=spec.seed, bus=bus, control=control
     )
+    if on_engine is not None:
+        on_engine(engine)
     result: StrategyResult | None = None
     try:
         root = engine.start(

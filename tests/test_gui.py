@@ -7,6 +7,7 @@ first expansion, steps twice and resumes; the other tests read what that run lef
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.diagram_export import diagram_size
 from app.main_window import MainWindow
-from engine.events import StepFinished
+from engine.events import NodePruned, SessionStarted, StepFinished
 from engine.tree import TreeModel
 from widgets.tree_drawing import layout_tree
 
@@ -52,6 +53,19 @@ def finished_steps(window: MainWindow) -> int:
     return sum(1 for e in window.events if isinstance(e, StepFinished))
 
 
+def status_bar(window: MainWindow) -> dict[str, Any]:
+    """What the status bar shows now, and whether a search is in flight."""
+    return {
+        "busy": window.controller.busy,
+        "rate": window.status_rate.text(),
+        "live": window.status_live.text(),
+        "kv": window.status_kv.text(),
+        "model": window.status_model.text(),
+        "db": window.status_db.text(),
+        "nodes": len(window.tree),
+    }
+
+
 def make_window(tmp: Path, **kwargs: Any) -> MainWindow:
     settings = QSettings(str(tmp / "window.ini"), QSettings.Format.IniFormat)
     window = MainWindow(db_path=tmp / "sessions.db", settings=settings, **kwargs)
@@ -72,10 +86,12 @@ def run(qapp: QApplication, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     wait_until(qapp, lambda: len(window.tree) >= 1)
     settle(qapp, 0.6)
     observed["paused_nodes"] = len(window.tree)
+    observed["status_paused"] = status_bar(window)
     window.step_once()
     wait_until(qapp, lambda: finished_steps(window) >= N_CHAINS)
     settle(qapp, 0.6)
     observed["after_step_1"] = len(window.tree)
+    observed["status_step_1"] = status_bar(window)
     window.step_once()
     wait_until(
         qapp, lambda: finished_steps(window) >= 2 * N_CHAINS or window.tree.finished is not None
@@ -114,6 +130,36 @@ def test_pause_step_resume_change_the_node_count_as_they_should(run: dict[str, A
     assert len(window.tree) > run["after_step_2"]  # resumed and ran to the end
     assert window.tree.finished is not None
     assert window.tree.finished.stopped_reason == "finished"
+
+
+def test_status_bar_shows_live_figures_while_the_search_runs(run: dict[str, Any]) -> None:
+    """Mid-run (paused on the worker, the search not finished): tokens/s, live branches and
+    nodes, KV cells used / n_ctx as the worker last saw them, the model and the database."""
+    window: MainWindow = run["window"]
+    info = window.controller.model_info
+    assert info is not None
+    n_ctx = info["n_ctx"]
+    started = window.events[0]
+    assert isinstance(started, SessionStarted)
+    prompt = len(started.prompt_token_ids)
+    paused, stepped = run["status_paused"], run["status_step_1"]
+    assert paused["busy"] and stepped["busy"]  # both read while the search was running
+
+    def kv_used(text: str) -> int:
+        match = re.fullmatch(r"KV ([\d,]+)/([\d,]+)", text)
+        assert match, text
+        assert int(match[2].replace(",", "")) == n_ctx
+        return int(match[1].replace(",", ""))
+
+    assert kv_used(paused["kv"]) == prompt  # the root holds the decoded prompt
+    chains = sorted(window.tree.children(window.tree.root_id))[:N_CHAINS]
+    grown = sum(window.tree.nodes[n].n_tokens for n in chains)
+    assert prompt < kv_used(stepped["kv"]) <= prompt + grown  # the first step's cells
+    assert re.fullmatch(r"[1-9]\d* tok/s", stepped["rate"]), stepped["rate"]
+    assert re.fullmatch(rf"\d+ live · {stepped['nodes']} nodes", stepped["live"])
+    assert stepped["live"].endswith(f"{1 + N_CHAINS} nodes")
+    assert "SmolLM2" in stepped["model"]
+    assert stepped["db"] == "sessions.db"
 
 
 def test_nodes_and_chart_points_appear(run: dict[str, Any]) -> None:
@@ -407,3 +453,48 @@ def test_gui_command_opens_the_window_on_the_default_model(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "window opened: Thoughtscope visible=True model=SmolLM2" in proc.stdout
     assert (tmp_path / "config" / "window.ini").is_file()  # settings saved on close
+
+
+def test_two_exit_policies_checked_in_the_form_both_act_on_the_run(
+    tmp_path: Path, qapp: QApplication
+) -> None:
+    """Early exit is a checklist: two policies checked and set in their own forms go into
+    one real run, both act on it, and the next window remembers them."""
+    window = make_window(tmp_path)
+    try:
+        panel = window.run_panel
+        panel.strategy.set_choice("best_of_n", {"n": N_CHAINS})
+        panel.search_form.set_values({"max_tokens": 48, "step_tokens": 16, "seed": 3})
+        assert not panel.exits.forms["budget"].isVisibleTo(panel)
+        panel.exits.checks["budget"].click()
+        panel.exits.checks["entropy"].click()
+        assert panel.exits.forms["budget"].isVisibleTo(panel)
+        assert not panel.exits.forms["consistency"].isVisibleTo(panel)
+        # budget (first in the catalogue) cuts the branches beyond its room once 9 of its 10
+        # tokens are spent; entropy (3-token window, any mean above 0) cuts the one it kept
+        panel.exits.forms["budget"].set_values({"tokens": 10})
+        panel.exits.forms["entropy"].set_values({"window": 3, "threshold": 0.0})
+        assert window.start_run()
+        wait_until(
+            qapp, lambda: not window.controller.busy and window.tree.finished is not None, 120
+        )
+        assert window.last_error is None
+        started = window.events[0]
+        assert isinstance(started, SessionStarted)
+        assert started.config["exits"] == [
+            {"name": "budget", "tokens": 10, "steps": 0},
+            {"name": "entropy", "window": 3, "threshold": 0.0, "direction": "above"},
+        ]
+        pruned_by = {e.node_id: e.policy for e in window.events if isinstance(e, NodePruned)}
+        assert sorted(pruned_by.values()) == ["budget", "budget", "entropy"]
+    finally:
+        window.close()
+    again = make_window(tmp_path)
+    try:
+        assert again.run_panel.exits.chosen() == [
+            ("budget", {"tokens": 10, "steps": 0}),
+            ("entropy", {"window": 3, "threshold": 0.0, "direction": "above"}),
+        ]
+        assert again.run_panel.exits.forms["entropy"].isVisibleTo(again.run_panel)
+    finally:
+        again.close()

@@ -3,7 +3,9 @@ checks, problem sets. No model needed; trees come from synthetic event streams."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from app.problems import load_problem_set
 from engine.catalogue import catalogue
 from engine.errors import ThoughtscopeError
 from engine.tree import TreeModel
-from widgets.run_panel import EntryChooser, ParamForm
+from widgets.run_panel import EntryChecklist, EntryChooser, ParamForm, RunPanel
 from widgets.timeline import Timeline
 from widgets.trace_view import TraceView
 from widgets.tree_drawing import LEVEL_PX, layout_tree, score_colour
@@ -71,29 +73,84 @@ def test_scores_are_normalised_onto_the_colour_bar(events: list) -> None:
     assert score_colour(0.0) != score_colour(1.0)
 
 
+def _assert_form_follows_catalogue(form: ParamForm, entry: dict[str, Any]) -> None:
+    for p in entry["params"]:
+        widget = form.inputs[p["name"]]
+        assert widget.toolTip() == p["help"]
+        if p["type"] == "choice":
+            assert isinstance(widget, QComboBox)
+            assert [widget.itemText(i) for i in range(widget.count())] == p["range"]
+            assert widget.currentText() == p["default"]
+        if p["type"] in ("int", "float"):
+            assert isinstance(widget, (QSpinBox, QDoubleSpinBox))
+            lo, hi = p["range"]
+            if lo is not None:
+                assert widget.minimum() == pytest.approx(lo)
+            if hi is not None:
+                assert widget.maximum() == pytest.approx(hi)
+            assert widget.value() == pytest.approx(p["default"])
+
+
 def test_every_catalogue_entry_gets_a_form_with_its_ranges_and_help(qapp: QApplication) -> None:
     cat = catalogue()
     for group, entries in cat.items():
         chooser = EntryChooser(group, entries, allow_none=group != "strategies")
         for entry in entries:
             form = chooser.forms[entry["name"]]
-            for p in entry["params"]:
-                widget = form.inputs[p["name"]]
-                assert widget.toolTip() == p["help"]
-                if p["type"] == "choice":
-                    assert isinstance(widget, QComboBox)
-                    assert [widget.itemText(i) for i in range(widget.count())] == p["range"]
-                    assert widget.currentText() == p["default"]
-                if p["type"] in ("int", "float"):
-                    assert isinstance(widget, (QSpinBox, QDoubleSpinBox))
-                    lo, hi = p["range"]
-                    if lo is not None:
-                        assert widget.minimum() == pytest.approx(lo)
-                    if hi is not None:
-                        assert widget.maximum() == pytest.approx(hi)
-                    assert widget.value() == pytest.approx(p["default"])
+            _assert_form_follows_catalogue(form, entry)
             chooser.set_choice(entry["name"], {})
             assert chooser.choice() == (entry["name"], form.values())
+
+
+def test_exit_policies_combine_each_with_its_own_form(qapp: QApplication) -> None:
+    entries = catalogue()["policies"]
+    checklist = EntryChecklist("Early exit", entries)
+    checklist.show()
+    assert checklist.chosen() == []  # none by default, as the CLI without --exit
+    for entry in entries:
+        check = checklist.checks[entry["name"]]
+        assert check.toolTip() == entry["help"]
+        _assert_form_follows_catalogue(checklist.forms[entry["name"]], entry)
+        assert not checklist.forms[entry["name"]].isVisible()  # shown once checked
+    names = [e["name"] for e in entries]
+    first, last = names[0], names[-1]
+    checklist.checks[last].click()
+    checklist.checks[first].click()
+    assert checklist.forms[first].isVisible() and checklist.forms[last].isVisible()
+    assert [name for name, _ in checklist.chosen()] == [first, last]  # catalogue order
+    checklist.checks[first].click()
+    assert [name for name, _ in checklist.chosen()] == [last]
+    assert not checklist.forms[first].isVisible()
+
+    checklist.set_chosen(
+        [("entropy", {"window": 8, "direction": "below"}), ["budget", {}], ["nope", {}]]
+    )
+    assert checklist.chosen() == [
+        ("budget", {"tokens": 0, "steps": 0}),
+        ("entropy", {"window": 8, "threshold": 2.5, "direction": "below"}),
+    ]
+
+
+def test_run_panel_asks_for_every_checked_exit_policy_and_restores_them(
+    qapp: QApplication,
+) -> None:
+    cat = catalogue()
+    panel = RunPanel(cat, [])
+    panel.exits.set_chosen([("budget", {"tokens": 300}), ("consistency", {"k": 3})])
+    saved = json.loads(json.dumps(panel.request()))  # as the window stores it
+    assert saved["exits"] == [
+        ["budget", {"tokens": 300, "steps": 0}],
+        ["consistency", {"k": 3, "unbeatable": True}],
+    ]
+    again = RunPanel(cat, [])
+    again.restore(saved)
+    assert again.exits.chosen() == panel.exits.chosen()
+    # settings saved before policies combined held one "policy" (or none)
+    older = RunPanel(cat, [])
+    older.restore({"policy": ["entropy", {"window": 4}]})
+    assert [(n, o["window"]) for n, o in older.exits.chosen()] == [("entropy", 4)]
+    older.restore({"policy": None})
+    assert older.exits.chosen() == []
 
 
 def test_param_form_enforces_ranges_and_choices(qapp: QApplication) -> None:

@@ -3,10 +3,13 @@
 Every strategy, verifier and early-exit policy form is built from `catalogue()` entries
 ({name, help, params: [{name, type, default, range, help}]}): ranges are enforced by the
 spin boxes, help texts become tooltips, so new catalogue entries appear with no code here.
+One strategy and at most one verifier are chosen from a combo; early-exit policies combine,
+so each gets a check box and its own form.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +180,60 @@ class EntryChooser(QGroupBox):
             self.forms[name].set_values(values)
 
 
+class EntryChecklist(QGroupBox):
+    """Catalogue entries that combine (early-exit policies): a check box per entry, and the
+    form of each checked entry under its box."""
+
+    def __init__(self, title: str, entries: list[dict[str, Any]]) -> None:
+        super().__init__(title)
+        self.entries = entries
+        self.checks: dict[str, QCheckBox] = {}
+        self.forms: dict[str, ParamForm] = {}
+        self._details: dict[str, QWidget] = {}
+        layout = QVBoxLayout(self)
+        for entry in entries:
+            name = entry["name"]
+            check = QCheckBox(name)
+            check.setToolTip(entry.get("help", ""))
+            details = QWidget()
+            dlay = QVBoxLayout(details)
+            dlay.setContentsMargins(18, 0, 0, 4)
+            help_label = QLabel(entry.get("help", ""))
+            help_label.setWordWrap(True)
+            help_label.setStyleSheet("color: gray; font-size: 8pt")
+            form = ParamForm(entry.get("params", []))
+            dlay.addWidget(help_label)
+            dlay.addWidget(form)
+            details.setVisible(False)
+            check.toggled.connect(details.setVisible)
+            layout.addWidget(check)
+            layout.addWidget(details)
+            self.checks[name], self.forms[name], self._details[name] = check, form, details
+        self.setEnabled(bool(entries))
+        if not entries:
+            self.setToolTip("the catalogue lists none yet")
+
+    def chosen(self) -> list[tuple[str, dict[str, Any]]]:
+        """The checked entries with their form values, in catalogue order."""
+        return [
+            (name, self.forms[name].values())
+            for name, check in self.checks.items()
+            if check.isChecked()
+        ]
+
+    def set_chosen(self, chosen: Iterable[Sequence[Any]]) -> None:
+        """Check exactly the named entries (unknown names are skipped) and fill their forms."""
+        wanted: dict[str, dict[str, Any]] = {}
+        for item in chosen:
+            name, values = item[0], item[1] if len(item) > 1 else {}
+            if name in self.checks:
+                wanted[name] = dict(values or {})
+        for name, check in self.checks.items():
+            check.setChecked(name in wanted)
+            if name in wanted:
+                self.forms[name].set_values(wanted[name])
+
+
 # Sampling and step limits, with the ranges engine.sampling / engine.tree_engine enforce.
 SEARCH_PARAMS: list[dict[str, Any]] = [
     {
@@ -272,11 +329,11 @@ class RunPanel(QWidget):
 
         self.strategy = EntryChooser("Strategy", catalogue.get("strategies", []), allow_none=False)
         self.verifier = EntryChooser("Verifier", catalogue.get("verifiers", []), allow_none=True)
-        self.policy = EntryChooser("Early exit", catalogue.get("policies", []), allow_none=True)
+        self.exits = EntryChecklist("Early exit", catalogue.get("policies", []))
         search_box = QGroupBox("Sampling and budget")
         self.search_form = ParamForm(SEARCH_PARAMS)
         QVBoxLayout(search_box).addWidget(self.search_form)
-        for w in (self.strategy, self.verifier, self.policy, search_box):
+        for w in (self.strategy, self.verifier, self.exits, search_box):
             layout.addWidget(w)
 
         layout.addStretch(1)
@@ -344,7 +401,7 @@ class RunPanel(QWidget):
             "strategy": strategy[0] if strategy else "",
             "strategy_options": strategy[1] if strategy else {},
             "verifier": self.verifier.choice(),
-            "policy": self.policy.choice(),
+            "exits": self.exits.chosen(),
             "search": self.search_form.values(),
         }
 
@@ -352,8 +409,11 @@ class RunPanel(QWidget):
         """Apply a request saved by `request()` (last settings); unknown names are skipped."""
         if saved.get("strategy"):
             self.strategy.set_choice(saved["strategy"], saved.get("strategy_options") or {})
-        for chooser, key in ((self.verifier, "verifier"), (self.policy, "policy")):
-            value = saved.get(key)
-            if value:
-                chooser.set_choice(value[0], value[1])
+        verifier = saved.get("verifier")
+        if verifier:
+            self.verifier.set_choice(verifier[0], verifier[1])
+        exits = saved.get("exits")
+        if exits is None:  # saved before exit policies combined: one "policy" or none
+            exits = [saved["policy"]] if saved.get("policy") else []
+        self.exits.set_chosen(exits)
         self.search_form.set_values(saved.get("search") or {})

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.answers import normalize_answer
 from engine.strategies.context import SearchContext
-from engine.strategies.params import ParamSpec as ParamSpec
-from engine.strategies.params import resolve_options
+from engine.strategies.params import ParamSpec, resolve_options
 from engine.tree_engine import ExpandRequest, Monitor, TreeEngine
 
 if TYPE_CHECKING:

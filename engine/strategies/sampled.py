@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from engine.strategies.base import ParamSpec, Strategy, StrategyResult
+from engine.strategies.base import Strategy, StrategyResult
 from engine.strategies.context import SearchContext
 from engine.strategies.greedy import single_chain
+from engine.strategies.params import ParamSpec
 
 
 class SampledStrategy(Strategy):
