@@ -70,6 +70,15 @@ REDRAW_MS = 33  # the canvas: ~30 fps
 TRACE_MS = 150  # the trace text while a run is live
 CHARTS_MS = 400  # the pyqtgraph charts while a run is live (axis repaints cost ~20 ms)
 MAX_RECENT = 8
+# What the run panel shows on a first launch (no saved settings): a search that visibly
+# branches, scores and prunes within seconds on the default model.
+FIRST_LAUNCH_REQUEST: dict[str, Any] = {
+    "strategy": "beam_search",
+    "strategy_options": {"n": 8, "beam_width": 2},
+    "verifier": ["confidence", {}],
+    "exits": [],
+    "search": {"step_tokens": 32},
+}
 ORG, APP = "Thoughtscope", "Thoughtscope"
 
 
@@ -379,11 +388,16 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray):
             self.restoreState(state)
         last = self.settings.value("last_request")
+        request = FIRST_LAUNCH_REQUEST
         if isinstance(last, str) and last:
             try:
-                self.run_panel.restore(json.loads(last))
-            except (ValueError, TypeError):
+                request = json.loads(last)
+            except ValueError:
                 log.warning("ignoring unreadable saved run settings")
+        try:
+            self.run_panel.restore(request)
+        except (ValueError, TypeError, KeyError, IndexError):
+            log.warning("ignoring unusable saved run settings")
         if self.model_path is None:
             saved = self.settings.value("model_path")
             if isinstance(saved, str) and saved and Path(saved).is_file():

@@ -402,6 +402,20 @@ def test_bad_model_files_get_a_dialog_with_the_cause(
     window.run_panel.set_example(0)
 
 
+def test_first_launch_offers_a_search_that_branches(tmp_path: Path, qapp: QApplication) -> None:
+    """No saved settings: Run grows a scored beam search, not a single greedy chain."""
+    window = make_window(tmp_path)
+    try:
+        request = window.run_panel.request()
+        assert request["strategy"] == "beam_search"
+        assert request["strategy_options"]["n"] > request["strategy_options"]["beam_width"] > 1
+        assert request["verifier"][0] == "confidence"
+        spec = window.build_spec()
+        assert spec.strategy == "beam_search" and spec.verifier is not None
+    finally:
+        window.close()
+
+
 def test_theme_and_layout_are_remembered(tmp_path: Path, qapp: QApplication) -> None:
     window = make_window(tmp_path)
     window.set_theme("dark")

@@ -54,7 +54,10 @@ class SessionsBrowser(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # the name takes the rest
+        header.setMinimumSectionSize(36)
         self.table.setSortingEnabled(True)
         self.table.itemChanged.connect(self._on_item_changed)
         self.table.itemDoubleClicked.connect(self._on_double_click)
@@ -208,6 +211,9 @@ class SessionsBrowser(QWidget):
             if not front or y > front[-1][1]:
                 front.append((float(s.tokens), y))
         self.pareto_front.setData([p[0] for p in front], [p[1] for p in front])
+        # tokens from zero, so one session or a few close ones do not fill a sliver of axis
+        most = max((s.tokens for s in chosen), default=0)
+        self.pareto.setXRange(0, max(most, 1) * 1.08, padding=0)
 
 
 class CompareDialog(QDialog):
