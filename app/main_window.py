@@ -746,9 +746,7 @@ class MainWindow(QMainWindow):
             if self.replay is None or len(self.replay) != len(self.events):
                 self.replay = Replay(self.events)
             self.shown_tree = self.replay.tree_at(position - 1)
-        self._dirty = True
-        if position < len(self.events):
-            self.canvas.auto_fit = False  # keep the framing of the whole session while scrubbing
+        self._dirty = True  # the canvas refits each state unless the user zoomed or panned
 
     def scrub_to(self, position: int) -> None:
         """Show the session as it stood after `position` events, drawn now."""

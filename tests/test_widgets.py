@@ -269,3 +269,46 @@ def test_text_params_with_newlines_round_trip(qapp: QApplication) -> None:
     )
     assert "\n" not in form.inputs["question"].text()  # shown on one line
     assert form.values() == {"question": question}
+
+
+def _spin(app: QApplication, seconds: float = 0.2) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+
+
+@pytest.mark.parametrize("size", [(640, 460), (360, 620)])
+def test_fit_shows_the_whole_tree_clear_of_the_legend(
+    qapp: QApplication, events: list, size: tuple[int, int]
+) -> None:
+    """Wide and tall views: every node is inside the viewport and none under the legend;
+    the minimap appears only once the user zooms (a fitted view shows the whole tree)."""
+    from PySide6.QtCore import QPoint, QRect
+
+    from widgets.tree_canvas import TreeCanvas
+
+    canvas = TreeCanvas()
+    canvas.resize(*size)
+    canvas.show()
+    canvas.set_tree(TreeModel.from_events(events))
+    _spin(qapp)
+    drawing = canvas.drawing
+    assert drawing is not None and len(drawing.ids) > 30
+    viewport = canvas.view.viewport().rect()
+    legend = QRect(canvas.legend.pos(), canvas.legend.size())
+    for x, y in drawing.xy:
+        p = canvas.view.mapFromScene(float(x), float(y))
+        assert viewport.contains(p)
+        assert not legend.contains(QPoint(p.x(), p.y()))
+    assert not canvas.minimap.isVisible()
+    canvas.view.scale(2.0, 2.0)
+    canvas.view.sig_user_moved.emit()  # what a wheel zoom or a drag emits
+    _spin(qapp)
+    assert canvas.minimap.isVisible()
+    shown = canvas.minimap.mapToScene(canvas.minimap.viewport().rect()).boundingRect()
+    assert shown.contains(drawing.bounds)  # the minimap holds the whole tree
+    canvas.fit()
+    assert not canvas.minimap.isVisible()
+    canvas.close()

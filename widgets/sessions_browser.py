@@ -33,6 +33,7 @@ from widgets.charts import SearchCharts
 from widgets.tree_canvas import TreeCanvas
 
 COLUMNS = ("id", "name", "strategy", "nodes", "tokens", "answer", "correct", "status", "created")
+NAME_WIDTH = 220  # px: the name column starts no wider (the full name is in its tooltip)
 
 
 class SessionsBrowser(QWidget):
@@ -54,9 +55,10 @@ class SessionsBrowser(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked)
         self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # the name takes the rest
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
         header.setMinimumSectionSize(36)
         self.table.setSortingEnabled(True)
         self.table.itemChanged.connect(self._on_item_changed)
@@ -130,7 +132,7 @@ class SessionsBrowser(QWidget):
                 s.answer or "",
                 "" if s.correct is None else ("yes" if s.correct else "no"),
                 s.status,
-                s.created[:19],
+                s.created[:16].replace("T", " "),
             )
             for col, value in enumerate(values):
                 item = QTableWidgetItem()
@@ -139,9 +141,11 @@ class SessionsBrowser(QWidget):
                 if col != 1:
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
                 if col == 1:
-                    item.setToolTip(s.prompt[:300])
+                    item.setToolTip(f"{s.name}\n\n{s.prompt[:300]}")
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(1, min(self.table.columnWidth(1), NAME_WIDTH))
         self.table.blockSignals(False)
         self._apply_filter(self.filter.text())
         self._update_pareto()

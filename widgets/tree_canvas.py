@@ -78,9 +78,21 @@ class _Minimap(QGraphicsView):
         self.setInteractive(False)
         self.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         self.setToolTip("minimap: click to move the view")
+        self._bounds: QRectF | None = None
 
     def refit(self, bounds: QRectF | None = None) -> None:
+        """Show `bounds` (the tree) whole; kept, and fitted again once the minimap is shown
+        at its real size (a fit before that uses a placeholder viewport)."""
+        self._bounds = bounds
         self.fitInView(bounds or self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def showEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        super().showEvent(event)
+        self.refit(self._bounds)
+
+    def resizeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        super().resizeEvent(event)
+        self.refit(self._bounds)
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
         visible = self._main.mapToScene(self._main.viewport().rect()).boundingRect()
@@ -100,6 +112,7 @@ class TreeView(QGraphicsView):
     sig_context_menu = Signal(int, QPointF)
     sig_view_changed = Signal()
     sig_user_moved = Signal()  # the user zoomed or panned: stop auto-fitting
+    sig_resized = Signal()  # the viewport has its new size (overlays and fitting follow it)
 
     def __init__(self, scene: QGraphicsScene, item: _TreeItem) -> None:
         super().__init__(scene)
@@ -127,6 +140,10 @@ class TreeView(QGraphicsView):
             self.scale(factor, factor)
             self.sig_user_moved.emit()
             self.sig_view_changed.emit()
+
+    def resizeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        super().resizeEvent(event)
+        self.sig_resized.emit()
 
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         super().scrollContentsBy(dx, dy)
@@ -193,6 +210,7 @@ class TreeCanvas(QWidget):
         self.view.sig_context_menu.connect(self._on_context_menu)
         self.view.sig_view_changed.connect(self._on_view_changed)
         self.view.sig_user_moved.connect(self._on_user_moved)
+        self.view.sig_resized.connect(self._on_view_resized)
         self.minimap = _Minimap(self._scene, self.view)
 
         bar = QHBoxLayout()
@@ -252,7 +270,7 @@ class TreeCanvas(QWidget):
         if self.auto_fit:
             self.fit(keep_auto=True)
         self.minimap.refit(self.drawing.bounds)
-        self.minimap.setVisible(len(self.drawing.ids) > 30)
+        self._show_minimap()
 
     def select(self, node_id: int) -> None:
         if node_id not in self.tree:
@@ -265,16 +283,28 @@ class TreeCanvas(QWidget):
 
     # -- view ---------------------------------------------------------------------------
     def fit(self, keep_auto: bool = False) -> None:
-        """Show the whole tree, to the right of the legend, at most 1.6x magnified."""
+        """Show the whole tree, at most 1.6x magnified, clear of the legend: beside it or
+        below it, whichever shows the tree larger."""
         bounds = self.drawing.bounds if self.drawing is not None else QRectF(0, 0, 1, 1)
         vp = self.view.viewport().rect()
-        legend_w = self.legend.width() + 8 if self.legend.isVisible() else 0
-        avail_w = max(50, vp.width() - legend_w)
-        scale = min(avail_w / bounds.width(), max(50, vp.height()) / bounds.height(), 1.6)
+        shown = self.legend.isVisible()
+        legend_w = self.legend.width() + 8 if shown else 0
+        legend_h = self.legend.height() + 8 if shown else 0
+        w, h = max(50, vp.width()), max(50, vp.height())
+
+        def scale_in(avail_w: float, avail_h: float) -> float:
+            return min(max(50, avail_w) / bounds.width(), max(50, avail_h) / bounds.height(), 1.6)
+
+        beside, below = scale_in(w - legend_w, h), scale_in(w, h - legend_h)
+        scale = max(beside, below)
+        offset = (
+            QPointF(legend_w / 2 / scale, 0) if beside >= below else QPointF(0, legend_h / 2 / scale)
+        )
         self.view.resetTransform()
         self.view.scale(scale, scale)
-        self.view.centerOn(bounds.center() - QPointF(legend_w / 2 / scale, 0))
+        self.view.centerOn(bounds.center() - offset)
         self.auto_fit = True if not keep_auto else self.auto_fit
+        self._show_minimap()
         self.minimap.viewport().update()
 
     def set_theme(self, theme: str) -> None:
@@ -291,6 +321,13 @@ class TreeCanvas(QWidget):
 
     def _on_user_moved(self) -> None:
         self.auto_fit = False
+        self._show_minimap()
+
+    def _show_minimap(self) -> None:
+        """The minimap helps find one's way in a zoomed or panned view of a large tree; a
+        fitted view already shows the whole tree."""
+        big = self.drawing is not None and len(self.drawing.ids) > 30
+        self.minimap.setVisible(big and not self.auto_fit)
 
     def _on_legend_toggled(self, on: bool) -> None:
         self.legend.setVisible(on)
@@ -305,8 +342,7 @@ class TreeCanvas(QWidget):
         self.auto_fit = True
         self.refresh()
 
-    def resizeEvent(self, event) -> None:  # type: ignore[no-untyped-def]
-        super().resizeEvent(event)
+    def _on_view_resized(self) -> None:
         vp = self.view.viewport().geometry()
         self.minimap.move(
             vp.right() - self.minimap.width() - 6, vp.bottom() - self.minimap.height() - 6
