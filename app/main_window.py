@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QStyle,
     QToolBar,
     QToolButton,
     QWidget,
@@ -58,6 +59,7 @@ from engine.store import SessionStore
 from engine.tree import ACTIVE, TreeModel
 from engine.tree_engine import StepConfig
 from widgets.charts import SearchCharts
+from widgets.media_icons import media_icon
 from widgets.run_panel import RunPanel
 from widgets.sessions_browser import CompareDialog, SessionsBrowser
 from widgets.timeline import Timeline
@@ -227,6 +229,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.run_dock, self.trace_dock], [330, 380], Qt.Orientation.Horizontal)
         self.resizeDocks([self.charts_dock], [250], Qt.Orientation.Vertical)
 
+        self._media_actions: list[tuple[QAction, QStyle.StandardPixmap]] = []
         self._build_actions()
         self._build_status_bar()
         self.redraw_timer = QTimer(self)
@@ -263,14 +266,13 @@ class MainWindow(QMainWindow):
             act.setToolTip(tip)
             act.setStatusTip(tip)
         if icon is not None:
-            act.setIcon(self.style().standardIcon(icon))
+            self._media_actions.append((act, icon))
+            act.setIcon(media_icon(self, icon, self.theme))
         act.triggered.connect(slot)
         self.addAction(act)
         return act
 
     def _build_actions(self) -> None:
-        from PySide6.QtWidgets import QStyle
-
         sp = QStyle.StandardPixmap
         self.act_run = self._action(
             "&Run", self.start_run, "Ctrl+R", "Run the search (Ctrl+R)", sp.SP_MediaPlay
@@ -992,6 +994,9 @@ class MainWindow(QMainWindow):
             apply_theme(app, theme)
         self.canvas.set_theme(theme)
         self.charts.set_theme(theme)
+        self.timeline.set_theme(theme)
+        for act, icon in self._media_actions:
+            act.setIcon(media_icon(self, icon, theme))
         self.sessions.set_theme(theme)
         self.trace.dark = theme == "dark"
         self.trace.refresh(force=True)

@@ -312,3 +312,25 @@ def test_fit_shows_the_whole_tree_clear_of_the_legend(
     canvas.fit()
     assert not canvas.minimap.isVisible()
     canvas.close()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_media_icons_stand_out_from_the_theme_background(qapp: QApplication, theme: str) -> None:
+    """Enabled and disabled run-control icons are drawn in the theme's colours, so neither
+    vanishes into a dark button (Qt's own pictograms are dark in both modes)."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QStyle, QWidget
+
+    from widgets.media_icons import COLOURS, media_icon
+
+    icon = media_icon(QWidget(), QStyle.StandardPixmap.SP_MediaPause, theme)
+    for mode, expected in zip((QIcon.Mode.Normal, QIcon.Mode.Disabled), COLOURS[theme], strict=True):
+        image = icon.pixmap(24, mode).toImage()
+        opaque = [
+            image.pixelColor(x, y)
+            for x in range(image.width())
+            for y in range(image.height())
+            if image.pixelColor(x, y).alpha() == 255
+        ]
+        assert opaque, "the icon has no pixels"
+        assert {c.name() for c in opaque} == {expected}

@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.media_icons import media_icon
+
 PLAY_EVENTS_PER_S = 40.0
 
 
@@ -28,16 +30,12 @@ class Timeline(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.length = 0
-        style = self.style()
         self.back = QToolButton()
-        self.back.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaSeekBackward))
         self.back.setToolTip("Step back one event")
         self.play = QToolButton()
-        self.play.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
         self.play.setCheckable(True)
         self.play.setToolTip("Play the event log from here")
         self.forward = QToolButton()
-        self.forward.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaSeekForward))
         self.forward.setToolTip("Step forward one event")
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
@@ -69,6 +67,16 @@ class Timeline(QWidget):
         self.slider.valueChanged.connect(self._on_slider)
         self.slider.sliderPressed.connect(lambda: self.follow.setChecked(False))
         self.follow.toggled.connect(self._on_follow_toggled)
+        self.set_theme("light")
+
+    def set_theme(self, theme: str) -> None:
+        sp = QStyle.StandardPixmap
+        for button, kind in (
+            (self.back, sp.SP_MediaSeekBackward),
+            (self.play, sp.SP_MediaPlay),
+            (self.forward, sp.SP_MediaSeekForward),
+        ):
+            button.setIcon(media_icon(self, kind, theme))
 
     @property
     def position(self) -> int:
