@@ -2,7 +2,8 @@
 
 The one model of a search for every consumer: the live engine's strategies read it, the window
 draws it, replay rebuilds it from stored events, and exports walk its networkx graph. It is
-built only by `apply(event)`; nothing else mutates it.
+built only by `apply(event)` (`apply_tracked` is the same, reporting the nodes it changed);
+nothing else mutates it.
 """
 
 from __future__ import annotations
@@ -105,14 +106,25 @@ class TreeModel:
 
     def apply(self, event: Event) -> None:
         """Apply one event. Events must arrive in index order."""
+        self.apply_tracked(event)
+
+    def apply_tracked(self, event: Event) -> tuple[int, ...]:
+        """Apply one event and return the ids of the nodes it created or changed (replay
+        keyframes copy only those). Every change to a node must be reported here:
+        tests/test_replay.py checks it on a search that emits every event kind."""
         self.n_events += 1
         self.last_index = event.index
         if isinstance(event, TokensAppended):
             node = self.nodes[event.node_id]
-            node.tokens.extend(event.tokens)
-            node.text += "".join(tok.text for tok in event.tokens)
-            self.tokens_generated += len(event.tokens)
-        elif isinstance(event, NodeCreated):
+            tokens = event.tokens
+            node.tokens.extend(tokens)
+            if len(tokens) == 1:  # the usual case: one token per decode
+                node.text += tokens[0].text
+            else:
+                node.text += "".join([tok.text for tok in tokens])
+            self.tokens_generated += len(tokens)
+            return (node.id,)
+        if isinstance(event, NodeCreated):
             node = StepNode(
                 id=event.node_id,
                 parent=event.parent_id,
@@ -125,7 +137,8 @@ class TreeModel:
             self.graph.add_node(node.id)
             if event.parent_id is not None:
                 self.graph.add_edge(event.parent_id, node.id)
-        elif isinstance(event, StepFinished):
+            return (node.id,)
+        if isinstance(event, StepFinished):
             node = self.nodes[event.node_id]
             node.end_reason = event.reason
             node.decoded += event.decoded
@@ -133,26 +146,35 @@ class TreeModel:
             node.finished_index = event.index
             if node.state != PRUNED:
                 node.state = TERMINAL if event.terminal else DONE
-        elif isinstance(event, NodeScored):
+            return (node.id,)
+        if isinstance(event, NodeScored):
             self.nodes[event.node_id].scores[event.verifier] = event.value
-        elif isinstance(event, NodePruned):
+            return (event.node_id,)
+        if isinstance(event, NodePruned):
             node = self.nodes[event.node_id]
             node.state = PRUNED
             node.prune = decision_record(event)
             self.prunes.append(event)
-        elif isinstance(event, EarlyExit):
+            return (node.id,)
+        if isinstance(event, EarlyExit):
             self.exits.append(event)
             if event.node_id is not None and event.node_id in self.nodes:
                 self.nodes[event.node_id].exit = decision_record(event)
-        elif isinstance(event, AnswerChosen):
+                return (event.node_id,)
+            return ()
+        if isinstance(event, AnswerChosen):
+            changed: list[int] = []
             if self.answer_node is not None and self.answer_node in self.nodes:
                 self.nodes[self.answer_node].chosen = False
+                changed.append(self.answer_node)
             self.answer = event.answer
             self.answer_node = event.node_id
             self.answer_event = event
             if event.node_id is not None and event.node_id in self.nodes:
                 self.nodes[event.node_id].chosen = True
-        elif isinstance(event, SessionStarted):
+                changed.append(event.node_id)
+            return tuple(changed)
+        if isinstance(event, SessionStarted):
             self.session = event
             self.root_id = event.root_id
             root = StepNode(
@@ -168,8 +190,10 @@ class TreeModel:
             )
             self.nodes[root.id] = root
             self.graph.add_node(root.id)
-        elif isinstance(event, SessionFinished):
+            return (root.id,)
+        if isinstance(event, SessionFinished):
             self.finished = event
+        return ()
 
     def snapshot(self) -> TreeModel:
         """An independent copy (replay keyframes)."""

@@ -35,3 +35,34 @@ def test_every_engine_module_imports_without_qt() -> None:
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found, f"{name} is part of the test extras"
+    return found
+
+
+def test_ruff_finds_nothing() -> None:
+    proc = subprocess.run(
+        [_tool("ruff"), "check", "--output-format", "concise", "app", "widgets", "engine", "tests"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_engine_is_mypy_strict_clean() -> None:
+    """The engine's types hold (strict, pyproject.toml): a renamed or dropped export shows here."""
+    proc = subprocess.run(
+        [_tool("mypy"), "engine"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from engine.events import EventBus, SessionFinished, SessionStarted, StepFinishe
 from engine.llama_runtime import LlamaRuntime
 from engine.replay import Replay
 from engine.store import SessionStore
+from engine.tree import TreeModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,6 +97,49 @@ def test_replay_with_dense_keyframes_gives_the_same_trees(
     # jumps never alter the keyframes they start from
     assert tree_state(dense.tree_at(len(dense) - 1)) == live[-1]
     assert tree_state(dense.tree_at(3)) == live[3]
+
+
+def test_apply_tracked_reports_every_node_it_creates_or_changes(scripted: dict) -> None:
+    """Keyframes copy only the nodes `apply_tracked` reports: a change it does not report
+    would leave a stale node in the keyframes."""
+    tree = TreeModel()
+    reported_kinds = set()
+    for event in scripted["events"]:
+        before = {nid: asdict(node) for nid, node in tree.nodes.items()}
+        reported = set(tree.apply_tracked(event))
+        after = {nid: asdict(node) for nid, node in tree.nodes.items()}
+        changed = {nid for nid, node in after.items() if before.get(nid) != node}
+        assert changed == reported, f"event {event.index} ({event.kind})"
+        if reported:
+            reported_kinds.add(event.kind)
+    assert reported_kinds == {
+        "SessionStarted",
+        "NodeCreated",
+        "TokensAppended",
+        "StepFinished",
+        "NodeScored",
+        "NodePruned",
+        "EarlyExit",
+        "AnswerChosen",
+    }
+
+
+def test_keyframes_share_the_nodes_that_did_not_change(
+    scripted: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.replay as replay_module
+
+    monkeypatch.setattr(replay_module, "MIN_KEYFRAME_GAP", 5)
+    replay = Replay(scripted["events"], events_per_node=0)
+    frames = replay._keyframes
+    shared = sum(
+        node is frames[k - 1].nodes.get(nid)
+        for k in range(1, len(frames))
+        for nid, node in frames[k].nodes.items()
+    )
+    assert shared > sum(len(frame) for frame in frames) // 2
+    working = {id(node) for node in replay.tree_at(len(replay) - 1).nodes.values()}
+    assert not working & {id(node) for frame in frames for node in frame.nodes.values()}
 
 
 def test_replay_refuses_out_of_range_positions(scripted: dict) -> None:

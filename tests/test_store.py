@@ -15,7 +15,13 @@ from fixtures.store_runs import file_hash, record_best_of_n
 
 from app.cli import main
 from engine.events import (
+    AnswerChosen,
+    NodeCreated,
+    NodeScored,
+    SessionFinished,
+    SessionStarted,
     StepFinished,
+    TokenRecord,
     TokensAppended,
 )
 from engine.llama_runtime import LlamaRuntime
@@ -139,6 +145,68 @@ def test_recording_then_loading_gives_back_the_same_events(recorded: dict) -> No
     assert [t.logprob for t in tree.path_tokens(live.answer_node)] == [
         t.logprob for t in live.path_tokens(live.answer_node)
     ]
+    store.close()
+
+
+def _hand_made_events() -> list:
+    """Events the real runs rarely emit: several tokens in one event, empty and uneven
+    top-k lists, logprobs in exponent notation, non-ASCII and JSON-special text."""
+
+    def tok(i: int, text: str, lp: float, top: list[tuple[int, float]]) -> TokenRecord:
+        return TokenRecord(i, text, lp, 0.5 * i, 1e-7 * i, top)
+
+    started = SessionStarted(
+        prompt="p", prompt_text="<p>", prompt_token_ids=[1, 2], model={}, config={"seed": 1}
+    )
+    events = [
+        started,
+        NodeCreated(node_id=1, parent_id=0, depth=1),
+        NodeCreated(node_id=2, parent_id=0, depth=1),
+        TokensAppended(
+            node_id=1,
+            tokens=[
+                tok(5, "A", -0.011750081381041893, [(5, -0.011750081381041893), (7, -4.6)]),
+                tok(6, ", [b]", -1.2345e-05, []),
+                tok(7, 'é"\\n', -3.0, [(7, -3.0), (1, -3.5), (2, -1e-300)]),
+            ],
+        ),
+        TokensAppended(node_id=2, tokens=[tok(8, " ok", -0.25, [(8, -0.25)])]),
+        TokensAppended(node_id=1, tokens=[tok(9, "\n\n", -2.0, [(9, -2.0), (3, -2.5)])]),
+        StepFinished(node_id=1, reason="delimiter", n_tokens=4, terminal=False, decoded=4),
+        NodeScored(node_id=1, verifier="mean_logprob", value=-1.25, detail={"k": [1, 2]}),
+        TokensAppended(node_id=2, tokens=[tok(10, "", -0.5, [(10, -0.5)])] * 2),
+        StepFinished(node_id=2, reason="eog", n_tokens=3, terminal=True, decoded=3),
+        AnswerChosen(node_id=2, answer="12", reason="best"),
+        SessionFinished(stopped_reason="finished", answer="12", stats={"wall_s": 0.5}),
+    ]
+    for index, event in enumerate(events):
+        event.index = index
+        event.t = round(0.001 * index, 6)
+    return events
+
+
+def test_loading_gives_back_exactly_the_recorded_events(tmp_path: Path) -> None:
+    events = _hand_made_events()
+    store = SessionStore(tmp_path / "s.db")
+    recorder = store.start_recording()
+    for event in events:
+        recorder(event)
+    recorder.close()
+    loaded = store.load_events(recorder.session_id)
+    assert [type(e) for e in loaded] == [type(e) for e in events]
+    assert [e.to_dict() for e in loaded] == [e.to_dict() for e in events]
+    assert loaded == events
+    for event in loaded:
+        for token in getattr(event, "tokens", []):
+            assert all(type(i) is int and type(lp) is float for i, lp in token.top)
+            assert all(type(pair) is tuple for pair in token.top)
+    assert TreeModel.from_events(loaded).nodes == TreeModel.from_events(events).nodes
+    # a missing token row is reported as a damaged log, not skipped
+    with closing(sqlite3.connect(tmp_path / "s.db")) as con:
+        con.execute("DELETE FROM tokens WHERE event_index = 4")
+        con.commit()
+    with pytest.raises(StoreError, match="damaged event log"):
+        store.load_events(recorder.session_id)
     store.close()
 
 

@@ -15,13 +15,13 @@ import heapq
 from typing import Any, ClassVar
 
 from engine.strategies.base import (
-    ParamSpec,
     Strategy,
     StrategyResult,
     fallback_choice,
     finish_with,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 

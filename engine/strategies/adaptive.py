@@ -20,7 +20,6 @@ from math import comb
 from typing import Any, ClassVar
 
 from engine.strategies.base import (
-    ParamSpec,
     Strategy,
     StrategyResult,
     fallback_choice,
@@ -29,6 +28,7 @@ from engine.strategies.base import (
     vote,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import CapacityExceeded, ExpandRequest
 
 RESTART_QUESTION = (

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 from engine.strategies.base import (
     AGGREGATE_PARAM,
     N_PARAM,
-    ParamSpec,
     Strategy,
     StrategyResult,
     aggregate,
@@ -24,6 +23,7 @@ from engine.strategies.base import (
     split_evenly,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 ScoreFn = Callable[[SearchContext, list[int]], dict[int, float]]

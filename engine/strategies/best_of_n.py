@@ -11,7 +11,6 @@ from typing import ClassVar
 
 from engine.strategies.base import (
     N_PARAM,
-    ParamSpec,
     Strategy,
     StrategyResult,
     fallback_choice,
@@ -20,6 +19,7 @@ from engine.strategies.base import (
     pick_by_score,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 

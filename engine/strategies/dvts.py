@@ -14,13 +14,13 @@ from typing import Any, ClassVar
 from engine.strategies.base import (
     AGGREGATE_PARAM,
     N_PARAM,
-    ParamSpec,
     Strategy,
     StrategyResult,
     aggregate,
     rank_and_keep,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 

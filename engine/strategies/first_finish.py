@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from engine.strategies.base import (
     N_PARAM,
-    ParamSpec,
     Strategy,
     StrategyResult,
     fallback_choice,
@@ -18,6 +17,7 @@ from engine.strategies.base import (
     grow_open,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 if TYPE_CHECKING:

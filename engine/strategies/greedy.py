@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from engine.strategies.base import (
-    ParamSpec,
     Strategy,
     StrategyResult,
     fallback_choice,
@@ -14,6 +13,7 @@ from engine.strategies.base import (
     grow_open,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 

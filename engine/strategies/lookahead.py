@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 from engine.strategies.base import (
     AGGREGATE_PARAM,
     N_PARAM,
-    ParamSpec,
     Strategy,
     StrategyResult,
     aggregate,
 )
 from engine.strategies.beam_search import beam_loop
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 

@@ -24,13 +24,13 @@ import numpy.typing as npt
 from engine.answers import normalize_answer
 from engine.strategies.base import (
     N_PARAM,
-    ParamSpec,
     Strategy,
     StrategyResult,
     fallback_choice,
     finish_with,
 )
 from engine.strategies.context import SearchContext
+from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 
