@@ -37,32 +37,30 @@ def test_every_engine_module_imports_without_qt() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _tool(name: str) -> str:
+def _run_tool(name: str, *args: str, timeout: float) -> None:
+    """Run one of the test extras' tools on the tree; it must report nothing."""
     found = shutil.which(name, path=str(Path(sys.executable).parent))
     assert found, f"{name} is part of the test extras"
-    return found
+    proc = subprocess.run(
+        [found, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_ruff_finds_nothing() -> None:
-    proc = subprocess.run(
-        [_tool("ruff"), "check", "--output-format", "concise", "app", "widgets", "engine", "tests"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    _run_tool(
+        "ruff",
+        "check",
+        "--output-format",
+        "concise",
+        "app",
+        "widgets",
+        "engine",
+        "tests",
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_engine_is_mypy_strict_clean() -> None:
     """The engine's types hold (strict, pyproject.toml): a renamed or dropped export shows here."""
-    proc = subprocess.run(
-        [_tool("mypy"), "engine"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _run_tool("mypy", "engine", timeout=600)
