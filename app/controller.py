@@ -208,7 +208,7 @@ class EngineController(QObject):
             was_empty = not self._buffer
             self._buffer.append(event)
             if engine is not None:
-                self.kv_cells = (engine.cells_used, engine.runtime.n_ctx)
+                self._note_kv(engine)
         if was_empty:
             self.sig_events_ready.emit()
 
@@ -249,6 +249,10 @@ class EngineController(QObject):
     def _watch_engine(self, engine: TreeEngine) -> None:
         self._live_engine = engine
 
+    def _note_kv(self, engine: TreeEngine) -> None:
+        """Snapshot the KV figure the status bar shows (worker thread; the GUI only reads it)."""
+        self.kv_cells = (engine.cells_used, engine.runtime.n_ctx)
+
     def _do_run(self, payload: dict[str, Any]) -> None:
         spec: RunSpec = payload["spec"]
         control: RunControl = payload["control"]
@@ -277,7 +281,7 @@ class EngineController(QObject):
             raise
         log.info("search finished in %.2f s", time.perf_counter() - t0)
         self._engine = outcome.engine
-        self.kv_cells = (outcome.engine.cells_used, runtime.n_ctx)
+        self._note_kv(outcome.engine)  # cells released after the last event
         if self._recorder is not None:
             # kept open: branches, forks and rescores of this session are recorded too
             self._recorder.flush()
@@ -316,7 +320,7 @@ class EngineController(QObject):
             grow_chains(engine, new_ids)
         except Cancelled:
             pass
-        self.kv_cells = (engine.cells_used, engine.runtime.n_ctx)
+        self._note_kv(engine)
         self._after_interaction()
         self.sig_run_finished.emit("interactive")
 
