@@ -10,10 +10,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from app.commands import bench, catalogue, gui, run, sessions
+from app.commands import bench, catalogue, gui, models, run, sessions, sweep
 from engine.errors import ThoughtscopeError
+from engine.kernel_probe import ENV_MODE, MODES
 
-COMMANDS = (run, bench, gui, sessions, catalogue)
+COMMANDS = (run, bench, gui, sessions, catalogue, sweep, models)
+MODEL_COMMANDS = ("run", "bench", "gui", "sweep")  # the ones that load llama.cpp models
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     for module in COMMANDS:
         module.register(sub)
+    for name in MODEL_COMMANDS:
+        sub.choices[name].add_argument(
+            "--extra-buffers", choices=MODES, default=None,
+            help="llama.cpp's repacked/AMX weight kernels: auto (probe once per CPU and weight "
+            "type, use them only where they are proven to work), on, or off (default: auto, "
+            "or the saved setting)",
+        )
     return parser
 
 
@@ -44,6 +53,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if func is None:
         args = parser.parse_args(["gui", *argv])
         func = args.func
+    if getattr(args, "extra_buffers", None):
+        # through the environment, so every model this process or its children load follows
+        os.environ[ENV_MODE] = args.extra_buffers
     try:
         return func(args)
     except ThoughtscopeError as exc:

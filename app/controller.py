@@ -26,16 +26,14 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from engine.errors import Cancelled, ThoughtscopeError
 from engine.events import Event, EventBus
+from engine.kernel_probe import requested_mode
 from engine.llama_runtime import LlamaRuntime, RuntimeConfig
 from engine.run_control import RunControl
-from engine.session import RunSpec, run_search
+from engine.session import RunSpec, run_search, seq_slots_for
 from engine.strategies.base import grow_chains
 from engine.tree_engine import ExpandRequest, TreeEngine
 
 log = logging.getLogger(__name__)
-
-N_SEQ_MAX = 128
-
 
 @dataclass(slots=True)
 class _Command:
@@ -124,7 +122,9 @@ class EngineController(QObject):
         """Score `node_id` with the named verifier (default options); a NodeScored event."""
         self._set_busy(True)
         self.control = RunControl()
-        self._submit("score", node_id=node_id, verifier=verifier, gold=gold)
+        self._submit(
+            "score", node_id=node_id, verifier=verifier, gold=gold, control=self.control
+        )
 
     def _expand(self, request: ExpandRequest) -> None:
         self._set_busy(True)
@@ -169,7 +169,11 @@ class EngineController(QObject):
         """Stop the run in flight, close the model on its own thread, join the worker."""
         self.control.cancel()
         self._commands.put(_Command("quit", {}))
-        self._thread.wait(int(timeout * 1000))
+        if not self._thread.wait(int(timeout * 1000)):
+            # a model load (or its one-off kernel probe, bounded by its own timeout) cannot be
+            # interrupted; destroying a running QThread would abort the process, so wait it out
+            log.warning("waiting for the model load in flight before closing")
+            self._thread.wait()
 
     def _submit(self, kind: str, **payload: Any) -> None:
         self._commands.put(_Command(kind, payload))
@@ -187,6 +191,8 @@ class EngineController(QObject):
             handler: Callable[[dict[str, Any]], None] = getattr(self, f"_do_{cmd.kind}")
             try:
                 handler(cmd.payload)
+            except Cancelled:  # Stop, wherever it landed: not an error
+                self.sig_run_finished.emit("cancelled")
             except ThoughtscopeError as exc:
                 self.sig_error.emit(str(exc))
             except Exception as exc:  # a bug: keep the traceback in the log, show one line
@@ -215,9 +221,17 @@ class EngineController(QObject):
     def _do_load(self, payload: dict[str, Any]) -> None:
         self._ensure_runtime(Path(payload["path"]))
 
-    def _ensure_runtime(self, path: Path) -> LlamaRuntime:
+    def _ensure_runtime(self, path: Path, seq_slots: int = 0) -> LlamaRuntime:
+        """The loaded model, reloaded for another file, kernel mode, or a run that needs more
+        sequence slots than its context has (sized from n as the CLI does: RunSpec.seq_slots)."""
+        seq_slots = seq_slots or seq_slots_for(1)
         current = self._runtime
-        if current is not None and Path(current.file.path) == path.expanduser().resolve():
+        if (
+            current is not None
+            and Path(current.file.path) == path.expanduser().resolve()
+            and current.kernel_path.mode == requested_mode()
+            and current.n_seq_max >= seq_slots
+        ):
             return current
         self.sig_model_loading.emit(str(path))
         self._engine = self._live_engine = None
@@ -227,7 +241,7 @@ class EngineController(QObject):
             current.close()
             self._runtime = None
         runtime = LlamaRuntime(
-            path, RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.threads, n_seq_max=N_SEQ_MAX)
+            path, RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.threads, n_seq_max=seq_slots)
         )
         self._runtime = runtime
         self.model_info = runtime.info()
@@ -256,7 +270,7 @@ class EngineController(QObject):
     def _do_run(self, payload: dict[str, Any]) -> None:
         spec: RunSpec = payload["spec"]
         control: RunControl = payload["control"]
-        runtime = self._ensure_runtime(Path(payload["model_path"]))
+        runtime = self._ensure_runtime(Path(payload["model_path"]), spec.seq_slots())
         if control.cancelled:
             return
         self._engine = self._live_engine = None
@@ -280,7 +294,8 @@ class EngineController(QObject):
             self._close_recording()
             raise
         log.info("search finished in %.2f s", time.perf_counter() - t0)
-        self._engine = outcome.engine
+        # kept for branch/fork/edit unless the run was stopped before the prompt was decoded
+        self._engine = outcome.engine if outcome.engine.root_id is not None else None
         self._note_kv(outcome.engine)  # cells released after the last event
         if self._recorder is not None:
             # kept open: branches, forks and rescores of this session are recorded too
@@ -299,10 +314,7 @@ class EngineController(QObject):
             raise ThoughtscopeError(
                 "branching needs the engine of a search run in this window; run one first"
             )
-        control: RunControl = payload["control"]
-        engine.control = control
-        control.on_cancel(engine.runtime.request_abort)
-        engine.runtime.clear_abort()
+        engine.control = payload["control"]  # Stop now aborts this command's decodes
         request: ExpandRequest | None = payload.get("request")
         if request is None:
             ids = engine.runtime.tokenize(payload["text"], add_special=False, parse_special=False)
@@ -332,6 +344,7 @@ class EngineController(QObject):
             raise ThoughtscopeError(
                 "scoring needs the engine of a search run in this window; run one first"
             )
+        engine.control = payload["control"]
         verifier = make_verifier(payload["verifier"], {}, payload.get("gold"))
         try:
             verifier.score(engine, payload["node_id"], None)

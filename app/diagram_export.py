@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QMarginsF, QPointF, QRectF, QSize, QSizeF
@@ -93,21 +94,40 @@ def export_diagram(
     style = DrawStyle.for_theme(theme)
     highlight = set(tree.path(highlight_node)) if highlight_node is not None else set()
     size = diagram_size(drawing, legend)
-    painter = QPainter()
 
-    def paint() -> None:
+    def paint(painter: QPainter) -> None:
         _paint(painter, drawing, style, size, legend=legend, highlight=highlight, selected=highlight_node)
 
+    return write_painting(
+        target, kind, size, paint, scale=scale, title="Thoughtscope search tree",
+        description=f"{len(tree)} nodes",
+    )
+
+
+def write_painting(
+    target: Path,
+    kind: str,
+    size: QSizeF,
+    paint: Callable[[QPainter], None],
+    *,
+    scale: float = 2.0,
+    title: str = "Thoughtscope",
+    description: str = "",
+) -> Path:
+    """Run `paint` (drawing in scene units on a `size` canvas) into an SVG, a PNG (`scale`
+    pixels a unit) or a PDF at `target`: one paint call for all three formats. Needs a
+    QGuiApplication (`ensure_gui_application`)."""
+    painter = QPainter()
     if kind == "svg":
         gen = QSvgGenerator()
         gen.setFileName(str(target))
         gen.setSize(QSize(round(size.width()), round(size.height())))
         gen.setViewBox(QRectF(0, 0, size.width(), size.height()))
-        gen.setTitle("Thoughtscope search tree")
-        gen.setDescription(f"{len(tree)} nodes")
+        gen.setTitle(title)
+        gen.setDescription(description)
         if not painter.begin(gen):
             raise ThoughtscopeError(f"cannot write {target}")
-        paint()
+        paint(painter)
         painter.end()
     elif kind == "png":
         w, h = round(size.width() * scale), round(size.height() * scale)
@@ -116,19 +136,19 @@ def export_diagram(
         image = QImage(w, h, QImage.Format.Format_ARGB32_Premultiplied)
         painter.begin(image)
         painter.scale(scale, scale)
-        paint()
+        paint(painter)
         painter.end()
         if not image.save(str(target), "PNG"):
             raise ThoughtscopeError(f"cannot write {target}")
     else:
         writer = QPdfWriter(str(target))
-        writer.setTitle("Thoughtscope search tree")
+        writer.setTitle(title)
         points = QSizeF(size.width() * 0.75, size.height() * 0.75)  # 96 px per inch -> points
         writer.setPageSize(QPageSize(points, QPageSize.Unit.Point, "diagram"))
         writer.setPageMargins(QMarginsF(0, 0, 0, 0))
         writer.setResolution(96)
         if not painter.begin(writer):
             raise ThoughtscopeError(f"cannot write {target}")
-        paint()
+        paint(painter)
         painter.end()
     return target

@@ -154,6 +154,7 @@ def run_gui_bench(
         }
         try:
             result.update(_live_stalls(app, window, QEventLoop, QTimer, quick))
+            result["kernel_path"] = (window.controller.model_info or {}).get("kernel_path")
             result.update(_render(app, window))
             result.update(_open_and_scrub(app, window, SessionStore, tmp))
         finally:

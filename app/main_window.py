@@ -8,6 +8,7 @@ TreeModel path; the timeline scrubs either kind of session.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import (
     QAction,
+    QActionGroup,
     QCloseEvent,
     QColor,
     QDragEnterEvent,
@@ -40,27 +42,32 @@ from PySide6.QtWidgets import (
     QStyle,
     QToolBar,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
 from app.asset_files import asset_path
 from app.controller import EngineController
 from app.diagram_export import export_diagram
+from app.model_download_dialog import open_model_download
 from app.problems import default_examples, load_problem_set
 from engine.catalogue import catalogue
 from engine.errors import ModelFileError, ParameterError, ThoughtscopeError
 from engine.events import Event, TokensAppended
+from engine.kernel_probe import SETTING_MODE, requested_mode
 from engine.model_files import check_gguf, default_model_path
 from engine.replay import Replay, clone_tree
 from engine.sampling import SamplingParams
 from engine.session import RunSpec
-from engine.settings import config_dir
+from engine.settings import config_dir, save_setting
 from engine.store import SessionStore
 from engine.tree import ACTIVE, TreeModel
 from engine.tree_engine import StepConfig
 from widgets.charts import SearchCharts
 from widgets.media_icons import media_icon
+from widgets.result_header import ResultHeader, outcome_of, status_message
 from widgets.run_panel import RunPanel
+from widgets.search_phase import search_phase
 from widgets.sessions_browser import CompareDialog, SessionsBrowser
 from widgets.timeline import Timeline
 from widgets.trace_view import TraceView
@@ -132,10 +139,27 @@ def apply_theme(app: QApplication, theme: str) -> None:
             QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(120, 120, 128)
         )
         app.setPalette(p)
+        app.setStyleSheet(DARK_CHECKBOXES)
     else:
         p = app.style().standardPalette()
         p.setColor(QPalette.ColorRole.Highlight, QColor(230, 126, 34))
         app.setPalette(p)
+        app.setStyleSheet("")
+
+
+# Fusion outlines a check box in the window colour darkened, invisible on a dark palette:
+# a light frame, and a filled box when checked.
+DARK_CHECKBOXES = """
+QCheckBox::indicator { width: 12px; height: 12px; border: 1px solid #a0a2ac;
+                       border-radius: 2px; background: #23242a; }
+QCheckBox::indicator:checked { background: #e67e22; border-color: #f0a060; }
+QCheckBox::indicator:disabled { border-color: #5a5c64; }
+"""
+
+
+# At 1024 px wide the tree keeps at least 340 px and each side panel 230 px.
+CENTRAL_MIN_WIDTH = 340
+DOCK_MIN_WIDTH = 230
 
 
 class MainWindow(QMainWindow):
@@ -143,7 +167,7 @@ class MainWindow(QMainWindow):
         self,
         *,
         model_path: str | Path | None = None,
-        db_path: Path | None = None,
+        db_path: str | Path | None = None,
         theme: str | None = None,
         settings: QSettings | None = None,
         engine_threads: int | None = None,
@@ -172,6 +196,7 @@ class MainWindow(QMainWindow):
         self.store: Any = None
         self.compare_dialog: CompareDialog | None = None
         self.db_path = db_path
+        self.db_where = self.db_label = ""
         self._open_store()
 
         self.controller = EngineController(
@@ -190,7 +215,9 @@ class MainWindow(QMainWindow):
 
         # -- views ----------------------------------------------------------------------
         self.canvas = TreeCanvas()
-        self.setCentralWidget(self.canvas)
+        self.result_header = ResultHeader()
+        self.setCentralWidget(self._with_header(self.result_header, self.canvas))
+        self.centralWidget().setMinimumWidth(CENTRAL_MIN_WIDTH)  # docks give way to the tree
         self.canvas.sig_node_selected.connect(self._on_node_selected)
         self.canvas.sig_branch_requested.connect(self._on_branch)
         self.canvas.sig_edit_requested.connect(self._on_edit)
@@ -220,6 +247,8 @@ class MainWindow(QMainWindow):
             "Sessions", self.sessions, Qt.DockWidgetArea.RightDockWidgetArea
         )
         self.charts_dock = self._dock("Charts", self.charts, Qt.DockWidgetArea.BottomDockWidgetArea)
+        for dock in (self.run_dock, self.trace_dock, self.sessions_dock):
+            dock.setMinimumWidth(DOCK_MIN_WIDTH)
         self.tabifyDockWidget(self.trace_dock, self.sessions_dock)
         self.trace_dock.raise_()
         self.timeline_bar = QToolBar("Timeline")
@@ -244,6 +273,17 @@ class MainWindow(QMainWindow):
         self.refresh_sessions()
 
     # -- construction -------------------------------------------------------------------
+    @staticmethod
+    def _with_header(header: QWidget, body: QWidget) -> QWidget:
+        """The central area: the result header over the tree canvas."""
+        area = QWidget()
+        layout = QVBoxLayout(area)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(header)
+        layout.addWidget(body, 1)
+        return area
+
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock_{title.lower()}")
@@ -292,13 +332,17 @@ class MainWindow(QMainWindow):
             sp.SP_MediaSkipForward,
         )
         self.act_resume = self._action(
-            "Res&ume", self.resume, None, "Resume a paused search", sp.SP_MediaSeekForward
+            "Res&ume", self.resume, None, "Resume a paused search (Space)", sp.SP_MediaSeekForward
         )
         self.act_stop = self._action(
             "S&top", self.stop, "Ctrl+.", "Stop the search (Ctrl+.)", sp.SP_MediaStop
         )
         self.act_open_model = self._action(
             "&Open GGUF model…", self.open_model_dialog, "Ctrl+O", "Open a GGUF model file"
+        )
+        self.act_get_model = self._action(
+            "&Get a model…", lambda: open_model_download(self), None,
+            "Download a GGUF model from the Hugging Face Hub",
         )
         self.act_open_problems = self._action(
             "Open &problem set…",
@@ -327,6 +371,12 @@ class MainWindow(QMainWindow):
         )
         self.act_dark.setCheckable(True)
         self.act_about = self._action("&About Thoughtscope", self.show_about)
+        self.kernel_actions = QActionGroup(self)
+        for mode, label, tip in KERNEL_MODES:
+            act = self._action(label, lambda _on, m=mode: self.set_kernel_mode(m), None, tip)
+            act.setCheckable(True)
+            act.setData(mode)
+            self.kernel_actions.addAction(act)
 
         for act in (self.act_run, self.act_pause, self.act_step, self.act_resume, self.act_stop):
             button = QToolButton()
@@ -336,7 +386,7 @@ class MainWindow(QMainWindow):
 
         bar = self.menuBar()
         m = bar.addMenu("&File")
-        for act in (self.act_open_model, self.act_open_problems):
+        for act in (self.act_open_model, self.act_get_model, self.act_open_problems):
             m.addAction(act)
         self.recent_menu = m.addMenu("Recent models")
         m.addSeparator()
@@ -347,6 +397,11 @@ class MainWindow(QMainWindow):
         m = bar.addMenu("&Run")
         for act in (self.act_run, self.act_pause, self.act_step, self.act_resume, self.act_stop):
             m.addAction(act)
+        m.addSeparator()
+        kernels = m.addMenu("Weight &kernels")
+        for act in self.kernel_actions.actions():
+            kernels.addAction(act)
+        self._check_kernel_mode()
         m = bar.addMenu("&View")
         m.addAction(self.act_fit)
         m.addAction(self.act_dark)
@@ -370,10 +425,16 @@ class MainWindow(QMainWindow):
         self.status_db = QLabel("")
         self.status_rate.setToolTip("Tokens generated per second over the last 2 s")
         self.status_live.setToolTip("Branches growing now · nodes in the tree shown")
+        self.status_phase = QLabel("")
+        self.status_phase.setToolTip(
+            "What the search is doing now (from its latest event): generating, scoring "
+            "steps with the verifier, pruning, exiting early, choosing the answer"
+        )
         self.status_kv.setToolTip("KV-cache cells held by the search / context size (n_ctx)")
         for w in (
             self.progress,
             self.status_rate,
+            self.status_phase,
             self.status_live,
             self.status_kv,
             self.status_model,
@@ -506,6 +567,7 @@ class MainWindow(QMainWindow):
         self.run_panel.set_model_info(
             f"<b>{info['name']}</b><br>{info['description']}<br>{info['size'] / 1e6:.0f} MB"
             f"{' · ' + quant if quant else ''} · context {info['n_ctx']} (trained {info['n_ctx_train']})"
+            f"<br>kernels: {_kernel_line(info, detail=False)}"
         )
         self.status_model.setText(Path(info["name"]).stem)
 
@@ -533,6 +595,10 @@ class MainWindow(QMainWindow):
     def build_spec(self) -> RunSpec:
         """The RunSpec of the run panel; raises ParameterError with a one-line reason."""
         req = self.run_panel.request()
+        refused = self.run_panel.form_errors()
+        if refused:
+            more = f" (and {len(refused) - 1} more, marked in the form)" if len(refused) > 1 else ""
+            raise ParameterError(refused[0] + more)
         if not req["prompt"]:
             raise ParameterError("the prompt is empty: type a problem or pick an example")
         search = req["search"]
@@ -601,6 +667,7 @@ class MainWindow(QMainWindow):
             self.resume()
         else:
             self.controller.pause()
+            self._token_times.clear()  # the rate counts running time, not the pause
             self.statusBar().showMessage(
                 "Paused: the search holds at the next expansion (N steps, Space resumes)"
             )
@@ -614,6 +681,7 @@ class MainWindow(QMainWindow):
     def resume(self) -> None:
         if self.controller.busy:
             self.controller.resume()
+            self._token_times.clear()
             self.statusBar().showMessage("Running", 2000)
             self._update_actions()
 
@@ -645,8 +713,7 @@ class MainWindow(QMainWindow):
     def _on_run_finished(self, reason: str) -> None:
         self._on_events_ready()
         self._on_redraw(force=True)
-        answer = self.tree.answer
-        self.statusBar().showMessage(f"Finished ({reason}) · answer {answer!r}", 8000)
+        self.statusBar().showMessage(status_message(outcome_of(self.tree), reason))
         if not self._user_selected and self.tree.answer_node is not None:
             self.canvas.select(self.tree.answer_node)
         self._update_actions()
@@ -694,6 +761,7 @@ class MainWindow(QMainWindow):
             self.canvas.selected = self._nearest_shown_ancestor(target, tree)
         self.canvas.tree = tree
         self.canvas.refresh()
+        self.result_header.show_tree(tree)
         now = time.monotonic()
         throttled = self.controller.busy and not force
         selected = self.canvas.selected
@@ -724,11 +792,23 @@ class MainWindow(QMainWindow):
         now = time.monotonic()
         while self._token_times and now - self._token_times[0][0] > 2.0:
             self._token_times.popleft()
-        if self.controller.busy and self._token_times:
+        if self.controller.busy and self.controller.paused:
+            # held: single steps' tokens over the time they took, never the idle time
+            if self._token_times:
+                span = max(0.5, self._token_times[-1][0] - self._token_times[0][0])
+                rate = sum(n for _, n in self._token_times) / span
+                self.status_rate.setText(f"{rate:.0f} tok/s")
+            else:
+                self.status_rate.setText("paused")
+        elif self.controller.busy and self._token_times:
             span = max(0.5, now - self._token_times[0][0])
             self.status_rate.setText(f"{sum(n for _, n in self._token_times) / span:.0f} tok/s")
-        elif not self.controller.busy:
+        elif self.controller.busy:
+            self.status_rate.setText("0 tok/s")
+        else:
             self.status_rate.setText("– tok/s")
+        busy_live = self.controller.busy and self.live
+        self.status_phase.setText(search_phase(self.events, self.tree) if busy_live else "")
         live = sum(1 for n in self.shown_tree.nodes.values() if n.state == ACTIVE)
         self.status_live.setText(f"{live} live · {len(self.shown_tree)} nodes")
         kv = self.controller.kv_cells  # the worker's snapshot as of its latest event
@@ -798,16 +878,15 @@ class MainWindow(QMainWindow):
 
     # -- sessions -----------------------------------------------------------------------
     def _open_store(self) -> None:
-        """Check the session database once; each later use opens it briefly (`_store()`)."""
+        """Check the session database (a file or a database URL) once; each later use opens
+        it briefly (`_store()`)."""
         try:
-            from engine.store import default_db_path
+            from engine.store import open_store
 
-            path = self.db_path or default_db_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with SessionStore(path):
-                pass
-            self.db_path = path
-            self.store = path
+            with open_store(self.db_path) as store:
+                self.db_path = store.path or self.db_path  # the file, or the URL as given
+                self.db_where, self.db_label = store.where, store.location.short
+            self.store = self.db_path
         except (ThoughtscopeError, OSError) as exc:
             self.store = None
             log.warning("session store unavailable: %s", exc)
@@ -827,9 +906,9 @@ class MainWindow(QMainWindow):
         except ThoughtscopeError as exc:
             self.show_error(str(exc))
             return
-        self.sessions.set_sessions(summaries, str(self.db_path))
-        self.status_db.setText(Path(str(self.db_path)).name)
-        self.status_db.setToolTip(str(self.db_path))
+        self.sessions.set_sessions(summaries, self.db_where)
+        self.status_db.setText(self.db_label)
+        self.status_db.setToolTip(self.db_where)
 
     def open_session(self, session_id: int) -> bool:
         """Open a stored session: replay its events, show the final state, enable scrubbing."""
@@ -1018,7 +1097,24 @@ class MainWindow(QMainWindow):
 
     last_error: str | None = None
 
-    def show_about(self) -> None:
+    def _check_kernel_mode(self) -> None:
+        try:
+            mode = requested_mode()
+        except ThoughtscopeError:
+            mode = "auto"
+        for act in self.kernel_actions.actions():
+            act.setChecked(act.data() == mode)
+
+    def set_kernel_mode(self, mode: str) -> None:
+        """Remember the weight-kernel choice (shared with the CLI) and reload the model."""
+        save_setting(SETTING_MODE, mode)
+        self._check_kernel_mode()
+        path = self.current_model_path(quiet=True)
+        if self.controller.model_info is not None and path is not None and not self.controller.busy:
+            self.controller.load_model(path)  # else the next run loads it the new way
+
+    def about_text(self) -> str:
+        """The About box's text: versions, the model and the weight kernels it runs on."""
         import llama_cpp
         import pyqtgraph
         import PySide6
@@ -1027,15 +1123,17 @@ class MainWindow(QMainWindow):
         from app.launch import app_version
 
         info = self.controller.model_info
-        QMessageBox.about(
-            self,
-            "About Thoughtscope",
+        return (
             f"<h3>Thoughtscope {app_version()}</h3>"
             "<p>Watch a language model's reasoning search grow, step through it, replay it.</p>"
             f"<p>Qt {qVersion()} · PySide6 {PySide6.__version__} · pyqtgraph {pyqtgraph.__version__}<br>"
             f"llama-cpp-python {llama_cpp.__version__} · Python {platform.python_version()}<br>"
-            f"model: {info['name'] if info else 'not loaded'}</p>",
+            f"model: {html.escape(info['name']) if info else 'not loaded'}<br>"
+            f"weight kernels: {_kernel_line(info)}</p>"
         )
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About Thoughtscope", self.about_text())
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()
@@ -1045,6 +1143,23 @@ class MainWindow(QMainWindow):
 
 
 _DATA_SUFFIX = {"mermaid": "mmd", "graphml": "graphml", "dot": "dot", "csv": "csv", "json": "json"}
+
+
+KERNEL_MODES = (
+    ("auto", "&Automatic (probed on this CPU)", "Use llama.cpp's repacked/AMX kernels only where a probe proved them right"),
+    ("on", "&Repacked / AMX kernels", "Always use llama.cpp's extra buffer types"),
+    ("off", "&Plain kernels", "Never use llama.cpp's extra buffer types"),
+)
+
+
+def _kernel_line(info: dict[str, Any] | None, detail: bool = True) -> str:
+    """The weight-kernel path a model runs on (with `detail`: where the choice came from)."""
+    path = (info or {}).get("kernel_path")
+    if not path:
+        return "not loaded"
+    if not detail:
+        return html.escape(path["label"])
+    return f"{html.escape(path['label'])} ({html.escape(path['source'])}: {html.escape(path['reason'])})"
 
 
 def _quantisation(name: str) -> str:

@@ -1,55 +1,25 @@
 """Example problems written for the app, and problem sets in JSONL with GSM8K fields.
 
-A problem set line is `{"question": ..., "answer": ...}`; the gold answer is what follows
-`####` in `answer` (GSM8K's convention), else the whole answer text.
+A problem set is read by `engine.sweep.problems.read_problems`, the reader sweeps use: the
+question in `question`, `problem` or `prompt`, the gold answer in `answer`, `gold` or
+`ground_truth` (GSM8K's `#### 42` and `A: 42` reduced to the final answer).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from app.asset_files import asset_path
-from engine.errors import ThoughtscopeError
-
-
-def gold_of(answer: str) -> str:
-    if "####" in answer:
-        return answer.rsplit("####", 1)[1].strip()
-    return answer.strip()
+from engine.sweep.problems import read_problems
 
 
 def load_problem_set(path: Path) -> list[dict[str, str]]:
-    """Problems as {title, question, gold}; raises ThoughtscopeError naming the bad line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ThoughtscopeError(f"problem set not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ThoughtscopeError(f"cannot read problem set {path}: {exc}") from None
-    problems = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise ThoughtscopeError(f"{path.name} line {n} is not JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-            raise ThoughtscopeError(f'{path.name} line {n} has no "question" text field')
-        question = row["question"].strip()
-        title = str(row.get("title") or question[:48] + ("…" if len(question) > 48 else ""))
-        answer = row.get("answer")
-        problems.append(
-            {
-                "title": title,
-                "question": question,
-                "gold": gold_of(answer) if isinstance(answer, str) else "",
-            }
-        )
-    if not problems:
-        raise ThoughtscopeError(f"{path.name} holds no problems")
-    return problems
+    """Problems as {title, question, gold} (gold "" when unknown); raises
+    ThoughtscopeError naming the bad line."""
+    return [
+        {"title": p.title or p.question, "question": p.question, "gold": p.gold or ""}
+        for p in read_problems(path)
+    ]
 
 
 def default_examples() -> list[dict[str, str]]:

@@ -1,5 +1,6 @@
 """Final-answer extraction and comparison for math word problems (GSM8K style).
 
+A reasoning block (`<think>…</think>`) is skipped: the answer is read after it.
 Recognises `#### 42`, `\\boxed{42}`, `The answer is 42`, `A: 42`, and otherwise the last
 number in the text. Numbers are compared exactly as fractions after removing thousands
 separators, currency and percent signs: "$1,200.50" == "1200.5", "3/4" == "0.75".
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+
+from engine.reasoning import final_answer_text
 
 _NUMBER = r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?%?"
 _MARKERS = [
@@ -30,7 +33,11 @@ _FRAC = re.compile(r"\\d?frac\{\s*(-?[\d.,]+)\s*\}\{\s*(-?[\d.,]+)\s*\}")
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer in `text` as written (a number where there is one), or None."""
+    """The final answer in `text` as written (a number where there is one), or None.
+
+    A reasoning model's `<think>…</think>` block is not read: only what follows it, and
+    nothing while the block is still open (engine/reasoning.py)."""
+    text = final_answer_text(text)
     text = _FRAC.sub(r"\1/\2", _CALC.sub("", text))
     for pattern in _MARKERS:
         matches = list(pattern.finditer(text))

@@ -23,6 +23,7 @@ from typing import Any
 import llama_cpp
 
 from engine import __version__
+from engine.kernel_probe import cpu_identity, default_model_params_patch, resolve_kernel_path
 from engine.llama_runtime import BatchEntry, LlamaRuntime, RuntimeConfig
 from engine.sampling import SamplingParams
 from engine.tree_engine import ExpandRequest, StepConfig, TreeEngine
@@ -108,14 +109,16 @@ def naive_beam_tree(
     `reset=True`, generate keeps the longest prefix shared with the previous call in the KV
     cache and decodes only the rest (`reset=False` would append the context after the old
     state instead)."""
-    llm = llama_cpp.Llama(
-        model_path=str(model_path),
-        n_ctx=8192,
-        n_threads=n_threads,
-        n_threads_batch=n_threads,
-        n_batch=512,
-        verbose=False,
-    )
+    kernels = resolve_kernel_path(model_path)
+    with default_model_params_patch(kernels.extra_buffers):
+        llm = llama_cpp.Llama(
+            model_path=str(model_path),
+            n_ctx=8192,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_batch=512,
+            verbose=False,
+        )
     try:
         t0 = time.perf_counter()
         beams: list[list[int]] = [[]]
@@ -162,6 +165,8 @@ def run_engine_bench(
             progress,
             f"engine, {shape['steps']} steps x {width} branches x {shape['step_tokens']} tokens",
         )
+        result["kernel_path"] = runtime.kernel_path.to_dict()
+        _say(progress, f"weight kernels: {runtime.kernel_path.label} ({runtime.kernel_path.reason})")
         tree = grow_beam_tree(runtime, shape)
         engine_tok_s = tree["tree_tokens_decoded"] / tree["wall_s"]
         engine = tree["engine"]
@@ -207,6 +212,7 @@ def run_engine_bench(
         },
         machine={
             "cpu": _cpu_name(),
+            "cpu_flags": _cpu_flags_of_note(),
             "cores": os.cpu_count(),
             "threads": threads,
             "python": platform.python_version(),
@@ -217,6 +223,13 @@ def run_engine_bench(
         bench_wall_s=round(time.perf_counter() - started, 1),
     )
     return result
+
+
+def _cpu_flags_of_note() -> str:
+    """The SIMD/matrix extensions that decide llama.cpp's CPU kernels."""
+    flags = set(cpu_identity()["flags"].split())
+    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+    return " ".join(f for f in wanted if f in flags)
 
 
 def _cpu_name() -> str:

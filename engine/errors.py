@@ -20,12 +20,21 @@ class ModelFileError(ThoughtscopeError):
     """The model file is missing, truncated, not a GGUF, or llama.cpp refused it."""
 
 
+class ModelHubError(ThoughtscopeError):
+    """A model could not be fetched from the Hugging Face Hub, or failed its checksum."""
+
+
 class ParameterError(ThoughtscopeError):
     """A search or sampling parameter is outside its allowed range."""
 
 
 class PromptTooLongError(ThoughtscopeError):
     """The prompt (chat template included) does not fit in the context window."""
+
+
+class SandboxUnavailableError(ThoughtscopeError):
+    """No OS sandbox for model-written code here, and the user has not opted in to running it
+    without one."""
 
 
 class Cancelled(Exception):

@@ -23,6 +23,9 @@ class TokenRecord:
     `text` is the token's share of the decoded UTF-8 text: bytes that do not form a whole
     character on their own are carried to the token that completes the character, so the
     joined `text` of a node's tokens is always exactly the node's text.
+    `self_certainty` (KL from uniform over the whole vocabulary) and `token_confidence`
+    (DeepConf: minus the mean log-probability of the 20 most likely tokens) are computed from
+    the full logits (engine/token_metrics.py); None in sessions recorded before they were.
     """
 
     id: int
@@ -31,6 +34,8 @@ class TokenRecord:
     entropy: float
     varentropy: float
     top: list[tuple[int, float]]
+    self_certainty: float | None = None
+    token_confidence: float | None = None
 
     @property
     def surprisal(self) -> float:
@@ -46,6 +51,8 @@ class TokenRecord:
             "varentropy": self.varentropy,
             "surprisal": -self.logprob,
             "top": [[int(t), float(lp)] for t, lp in self.top],
+            "self_certainty": self.self_certainty,
+            "token_confidence": self.token_confidence,
         }
 
     @classmethod
@@ -57,7 +64,13 @@ class TokenRecord:
             entropy=float(d["entropy"]),
             varentropy=float(d.get("varentropy", 0.0)),
             top=[(int(t), float(lp)) for t, lp in d.get("top", [])],
+            self_certainty=_optional_float(d.get("self_certainty")),
+            token_confidence=_optional_float(d.get("token_confidence")),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -81,7 +94,8 @@ class Event:
 
 @dataclass(slots=True, kw_only=True)
 class SessionStarted(Event):
-    """A search began: the prompt was templated, tokenised and decoded once into the root."""
+    """A search began: the prompt was templated, tokenised and decoded once into the root
+    (or the run was cancelled during that decode, and SessionFinished says so)."""
 
     kind: ClassVar[str] = "SessionStarted"
     prompt: str
@@ -126,8 +140,11 @@ class StepFinished(Event):
     reason: str
     n_tokens: int
     terminal: bool  # True when the branch cannot continue (eog, context full, max tokens)
-    decoded: int = 0  # tokens decoded for this step (its own generation)
-    prefilled: int = 0  # tokens re-decoded to rebuild a released prefix or forced text
+    # the compute ledger: tokens decoded for this step's own generation (the first child of
+    # an expansion also carries its parent's last token, decoded lazily), and tokens decoded
+    # again to rebuild its parent's released prefix
+    decoded: int = 0
+    prefilled: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -140,6 +157,7 @@ class NodeScored(Event):
     value: float
     config: dict[str, Any] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    decoded: int = 0  # tokens decoded to compute it (judge prompt, probe, judge model)
 
 
 @dataclass(slots=True, kw_only=True)

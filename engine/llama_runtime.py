@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,11 @@ import llama_cpp as llama
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import ModelFileError, ParameterError
+from engine.chat_template import ChatPrompt, build_chat_prompt
+from engine.errors import Cancelled, ModelFileError, ParameterError
+from engine.kernel_probe import KernelPath, requested_mode, resolve_kernel_path
+from engine.llama_backend import init_backend
 from engine.model_files import ModelFileInfo, check_gguf, model_file_info
-
-_backend_lock = threading.Lock()
-_backend_ready = False
-_log_callback: Any = None  # kept alive for the life of the process
-
-
-def _init_backend() -> None:
-    global _backend_ready, _log_callback
-    with _backend_lock:
-        if _backend_ready:
-            return
-        llama.llama_backend_init()
-        if not os.environ.get("THOUGHTSCOPE_LLAMA_LOG"):
-            _log_callback = llama.llama_log_callback(lambda level, text, data: None)
-            llama.llama_log_set(_log_callback, None)
-        _backend_ready = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +37,7 @@ class RuntimeConfig:
     n_seq_max: int = 64
     n_batch: int = 512
     n_threads: int = 0  # 0 = all cores
+    extra_buffers: str | None = None  # auto | on | off; None = $THOUGHTSCOPE_EXTRA_BUFFERS, setting, auto
 
     def validate(self) -> None:
         max_seq = int(llama.llama_max_parallel_sequences())
@@ -60,6 +47,7 @@ class RuntimeConfig:
             raise ParameterError(f"n_ctx must be >= 0, got {self.n_ctx}")
         if self.n_batch < 1:
             raise ParameterError(f"n_batch must be >= 1, got {self.n_batch}")
+        requested_mode(self.extra_buffers)
 
 
 @dataclass(slots=True)
@@ -72,10 +60,6 @@ class BatchEntry:
     logits: bool
 
 
-class DecodeAborted(Exception):
-    """llama_decode stopped because the abort callback asked it to."""
-
-
 class KVSlotUnavailable(Exception):
     """llama_decode found no room in the KV cache for the batch."""
 
@@ -83,18 +67,23 @@ class KVSlotUnavailable(Exception):
 class LlamaRuntime:
     """Model + context + batch, with the vocabulary helpers the engine needs."""
 
+    # every token a successful llama_decode processed on this context, for its whole life
+    # (an independent count the engine's compute ledger is checked against)
+    tokens_decoded: int = 0
+
     def __init__(self, model_path: str | Path, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
         self.config.validate()
         path = Path(model_path).expanduser()
         check_gguf(path)
         self.file: ModelFileInfo = model_file_info(path)
-        _init_backend()
+        init_backend()
         self._model: Any = None
         self._ctx: Any = None
         self._batch: Any = None
+        self.kernel_path: KernelPath = resolve_kernel_path(path, self.config.extra_buffers)
         model_params = llama.llama_model_default_params()
-        model_params.use_mmap = True
+        model_params.use_extra_bufts = self.kernel_path.extra_buffers
         self._model = llama.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise ModelFileError(
@@ -115,8 +104,8 @@ class LlamaRuntime:
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.no_perf = True
-        self._abort_flag = threading.Event()
-        self._abort_cb = llama.ggml_abort_callback(lambda _data: self._abort_flag.is_set())
+        self._cancelled: Callable[[], bool] | None = None
+        self._abort_cb = llama.ggml_abort_callback(self._should_abort)
         ctx_params.abort_callback = self._abort_cb
         self._ctx = llama.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
@@ -176,15 +165,19 @@ class LlamaRuntime:
             "n_seq_max": self.n_seq_max,
             "n_threads": self.n_threads,
             "llama_cpp_python": llama.__version__,
+            "kernel_path": self.kernel_path.to_dict(),
         }
 
     # -- abort --------------------------------------------------------------------------
-    def request_abort(self) -> None:
-        """Thread-safe: makes the decode in flight (and later ones) stop early."""
-        self._abort_flag.set()
+    def abort_when(self, cancelled: Callable[[], bool] | None) -> None:
+        """Make every llama_decode stop early, raising `Cancelled`, once `cancelled()` is
+        true (None: never). llama.cpp's abort callback polls it between graph nodes, so a
+        cancel from any thread stops the decode in flight within milliseconds."""
+        self._cancelled = cancelled
 
-    def clear_abort(self) -> None:
-        self._abort_flag.clear()
+    def _should_abort(self, _data: object) -> bool:
+        cancelled = self._cancelled
+        return cancelled is not None and cancelled()
 
     # -- vocabulary ---------------------------------------------------------------------
     def tokenize(
@@ -227,10 +220,52 @@ class LlamaRuntime:
     def eog_mask(self) -> npt.NDArray[np.bool_]:
         return self._eog
 
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        """The model's own chat template (llama.cpp's built-ins, else its Jinja text)."""
+    def special_token_text(self, token: int) -> str | None:
+        """The text of a special token (BOS, EOS) as a template writes it; None if absent."""
+        if token < 0 or token >= self.n_vocab:
+            return None
+        buf = ctypes.create_string_buffer(256)
+        n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        return buf.raw[:n].decode("utf-8", "replace") if n > 0 else None
+
+    def chat_prompt(
+        self, messages: Sequence[dict[str, str]], *, thinking: bool | None = None
+    ) -> ChatPrompt:
+        """The conversation rendered by the model's own Jinja template (sandboxed, as
+        transformers and vLLM render it), else llama.cpp's built-in approximation, else the
+        messages joined by blank lines (engine/chat_template.py). `thinking` sets the
+        template's `enable_thinking` switch."""
+        special: dict[str, str] = {}
+        for name, token in (
+            ("bos_token", int(llama.llama_vocab_bos(self.vocab))),
+            ("eos_token", int(llama.llama_vocab_eos(self.vocab))),
+        ):
+            text = self.special_token_text(token)
+            if text is not None:
+                special[name] = text
+        return build_chat_prompt(
+            self.chat_template,
+            messages,
+            special_tokens=special,
+            builtin=lambda: self._builtin_template(messages),
+            thinking=thinking,
+        )
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]], *, thinking: bool | None = None
+    ) -> str:
+        """The prompt text for `messages` (see `chat_prompt`)."""
+        return self.chat_prompt(messages, thinking=thinking).text
+
+    def prompt_token_ids(self, prompt: ChatPrompt) -> list[int]:
+        """A rendered prompt's tokens: special tokens in the text are parsed; the tokenizer
+        adds its own BOS only where the template did not write one (as transformers does)."""
+        return self.tokenize(prompt.text, add_special=prompt.add_special, parse_special=True)
+
+    def _builtin_template(self, messages: Sequence[dict[str, str]]) -> str | None:
+        """llama.cpp's built-in rendering of the model's template; None when it has none."""
         if not self.chat_template:
-            return "\n\n".join(m["content"] for m in messages) + "\n\n"
+            return None
         tmpl = self.chat_template.encode("utf-8")
         keep = [(m["role"].encode("utf-8"), m["content"].encode("utf-8")) for m in messages]
         chat = (llama.llama_chat_message * len(keep))()
@@ -243,19 +278,9 @@ class LlamaRuntime:
         if n > size:
             buf = ctypes.create_string_buffer(n + 1)
             n = llama.llama_chat_apply_template(tmpl, chat, len(keep), True, buf, n + 1)
-        if n >= 0:
-            return buf.raw[:n].decode("utf-8", "replace")
-        return self._jinja_template(messages)
-
-    def _jinja_template(self, messages: Sequence[dict[str, str]]) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        bos = self.token_bytes(int(llama.llama_vocab_bos(self.vocab))).decode("utf-8", "replace")
-        eos = self.token_bytes(int(llama.llama_vocab_eos(self.vocab))).decode("utf-8", "replace")
-        formatter = Jinja2ChatFormatter(
-            template=self.chat_template or "", bos_token=bos, eos_token=eos
-        )
-        return str(formatter(messages=list(messages)).prompt)  # type: ignore[arg-type]
+        if n < 0:
+            return None
+        return buf.raw[:n].decode("utf-8", "replace")
 
     # -- KV memory ----------------------------------------------------------------------
     def _check_seq(self, seq: int) -> None:
@@ -308,12 +333,13 @@ class LlamaRuntime:
             batch.seq_id[i][0] = e.seq
             batch.logits[i] = e.logits
         rc = int(llama.llama_decode(self._ctx, batch))
-        if rc == 2:
-            raise DecodeAborted()
+        if rc == 2:  # the abort callback fired: the run was cancelled
+            raise Cancelled()
         if rc == 1:
             raise KVSlotUnavailable()
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc}")
+        self.tokens_decoded += n
         rows: list[npt.NDArray[np.float32]] = []
         n_vocab = self.n_vocab
         for i, e in enumerate(entries):

@@ -1,14 +1,15 @@
 """RunControl: pause, single-step, resume and cancel a search from another thread.
 
 The engine calls `checkpoint()` at every expansion boundary (pause/step/resume act there) and
-`check_cancelled()` between decodes; `cancel()` also aborts the llama_decode in flight through
-the runtime's abort callback. A plain object with no Qt, so strategies test without a GUI.
+`check_cancelled()` between decodes. `cancelled` is the one flag every long call polls: the
+runtime's abort callback (so `cancel()` stops the llama_decode in flight, which then raises
+`Cancelled`) and the sandbox while a program runs. A plain object with no Qt, so strategies
+test without a GUI.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from engine.errors import Cancelled
 
@@ -19,7 +20,6 @@ class RunControl:
         self._paused = False
         self._steps_allowed = 0
         self._cancelled = False
-        self._on_cancel: list[Callable[[], None]] = []
         self.expansions = 0
 
     # -- called from any thread ---------------------------------------------------------
@@ -41,16 +41,10 @@ class RunControl:
             self._cond.notify_all()
 
     def cancel(self) -> None:
+        """Stop the run; safe from any thread and from a signal handler (reentrant lock)."""
         with self._cond:
             self._cancelled = True
             self._cond.notify_all()
-            callbacks = list(self._on_cancel)
-        for callback in callbacks:
-            callback()
-
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        with self._cond:
-            self._on_cancel.append(callback)
 
     @property
     def paused(self) -> bool:

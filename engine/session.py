@@ -18,8 +18,10 @@ from engine.sampling import SamplingParams
 from engine.strategies import Strategy, StrategyResult, get_strategy
 from engine.strategies.params import resolve_options
 from engine.tree import TreeModel
-from engine.tree_engine import StepConfig, TreeEngine
+from engine.tree_engine import KV_MARGIN, StepConfig, TreeEngine
 from engine.verifiers import Verifier, get_verifier, make_verifier
+
+MAX_SEQ_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
 
 
 @dataclass(slots=True)
@@ -38,6 +40,7 @@ class RunSpec:
     seed: int = 0
     gold: str | None = None
     system: str | None = None
+    thinking: bool | None = None  # the chat template's reasoning switch; None = its default
     verifier: str | None = None
     verifier_options: dict[str, Any] = field(default_factory=dict)
     exits: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -56,8 +59,53 @@ class RunSpec:
                     f"the {self.verifier} verifier needs a gold answer (--gold ANSWER)"
                 )
             resolve_options(f"verifier {cls.name}", cls.params, opts)
+        built = get_strategy(self.strategy)(**self.strategy_options)
         for name, options in self.exits:
-            get_policy(name)(**options)
+            get_policy(name)(**options).check_strategy(built)
+        strategy = get_strategy(self.strategy)
+        if strategy.needs_probability_scores(strategy.resolve(self.strategy_options)):
+            domain = self.score_domain()
+            if domain == "real":
+                raise ParameterError(
+                    f"{self.strategy} reads the verifier's scores as probabilities, but "
+                    f"{self.verifier} with these options scores over all reals; choose "
+                    f"another verifier or measure"
+                )
+
+    def score_domain(self) -> str:
+        """The domain of the scores the run's verifier gives (the mean-logprob confidence
+        verifier when none is chosen): probability, log or real."""
+        if self.verifier is None:
+            return "log"
+        return get_verifier(self.verifier).domain_for(self.verifier_options)
+
+    def seq_slots(self) -> int:
+        """llama.cpp sequence slots (n_seq_max) for this run: 4 per parallel chain + 8, at
+        least 64, at most 256. The CLI and the window size their context with this."""
+        strategy = get_strategy(self.strategy)(**self.strategy_options)
+        return seq_slots_for(strategy.parallel_chains())
+
+    def check_fits(self, runtime: LlamaRuntime) -> None:
+        """Before the run: n parallel chains of max_tokens each, the prompt and the sequence
+        slots they need must fit the runtime's context; a one-line error when they do not."""
+        strategy = get_strategy(self.strategy)(**self.strategy_options)
+        chains = strategy.parallel_chains()
+        prompt = len(chat_prompt_ids(runtime, self.prompt, self.system, self.thinking))
+        need = chains * self.step.max_tokens + prompt
+        room = runtime.n_ctx - KV_MARGIN
+        if need > room:
+            raise ParameterError(
+                f"{chains} chains x {self.step.max_tokens} tokens + a {prompt}-token prompt = "
+                f"{need} tokens, but the context holds {room} (n_ctx={runtime.n_ctx}); lower "
+                f"n or --max-tokens, or raise --n-ctx"
+            )
+        slots = chains + 2  # one per chain, the prompt's, one for a judge or probe
+        if slots > runtime.n_seq_max:
+            raise ParameterError(
+                f"{chains} parallel chains need {slots} sequence slots but the context has "
+                f"{runtime.n_seq_max}; lower n to {max(runtime.n_seq_max - 2, 1)}"
+            )
+
 
     def build(self) -> tuple[Strategy, Verifier | None, list[ExitPolicy], Verifier | None]:
         """The strategy with its verifier, exit policies and oracle attached."""
@@ -102,6 +150,7 @@ def run_search(
     so a caller can read the engine's live figures (`cells_used`, `stats()`) from its event
     listener while the search runs (on this thread: the engine is not thread-safe)."""
     spec.validate()
+    spec.check_fits(runtime)
     strategy, verifier, policies, oracle = spec.build()
     sampling = replace(spec.sampling, greedy=True) if strategy.greedy else spec.sampling
     engine = TreeEngine(
@@ -111,20 +160,21 @@ def run_search(
         on_engine(engine)
     result: StrategyResult | None = None
     try:
-        root = engine.start(
-            spec.prompt,
-            system=spec.system,
-            config={
-                "strategy": strategy.config(),
-                "gold": spec.gold,
-                "verifier": verifier.config() if verifier else None,
-                "exits": [p.config() for p in policies],
-            },
-        )
         try:
+            root = engine.start(
+                spec.prompt,
+                system=spec.system,
+                thinking=spec.thinking,
+                config={
+                    "strategy": strategy.config(),
+                    "gold": spec.gold,
+                    "verifier": verifier.config() if verifier else None,
+                    "exits": [p.config() for p in policies],
+                },
+            )
             result = strategy.run(engine, root)
             reason = result.stopped_reason
-        except Cancelled:
+        except Cancelled:  # wherever it landed: prompt, step, judge, rollout, program, ...
             reason = "cancelled"
     finally:
         for v in (verifier, oracle):
@@ -134,3 +184,18 @@ def run_search(
     return RunOutcome(
         tree=engine.tree, result=result, finished=finished, engine=engine, strategy=strategy
     )
+
+
+def seq_slots_for(parallel_chains: int) -> int:
+    """Sequence slots for a run of this many parallel chains (see RunSpec.seq_slots)."""
+    return max(64, min(MAX_SEQ_SLOTS, 4 * parallel_chains + 8))
+
+
+def chat_prompt_ids(
+    runtime: LlamaRuntime, prompt: str, system: str | None, thinking: bool | None = None
+) -> list[int]:
+    """The prompt's token ids with the chat template applied, as TreeEngine.start decodes it."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    return runtime.prompt_token_ids(runtime.chat_prompt(messages, thinking=thinking))

@@ -1,22 +1,32 @@
 """Per-token uncertainty metrics over the full vocabulary, for all branches of a decode at once.
 
-For logits z (one row per branch) with s = z - max(z), e = exp(s), Z = sum(e):
-  log p_i      = s_i - log Z
-  entropy H    = -sum p log p = log Z - E_p[s]          (nats)
-  varentropy V = Var_p[-log p] = E_p[s^2] - E_p[s]^2    (nats^2)
-Top-k alternatives come from the few candidates within a few nats of the maximum (a full
-argpartition over 49k entries per row is the slow path, used only when a row is that peaked).
+For logits z (one row per branch) over a vocabulary of V tokens, with s = z - max(z),
+e = exp(s), Z = sum(e):
+  log p_i          = s_i - log Z
+  entropy H        = -sum p log p = log Z - E_p[s]                       (nats)
+  varentropy V     = Var_p[-log p] = E_p[s^2] - E_p[s]^2                 (nats^2)
+  self-certainty   = KL(U || p) = -log V - (1/V) sum_i log p_i
+                   = log Z - mean(s) - log V                             (nats, >= 0)
+    (Kang et al. 2025, "Scalable Best-of-N Selection for Large Language Models via
+    Self-Certainty": the distribution's divergence from uniform over the whole vocabulary)
+  token confidence = -(1/k) sum_{j<=k} log p_(j), the k most likely tokens, k = 20
+    (Fu et al. 2025, "Deep Think with Confidence"; their reference reads vLLM's top-20
+    logprobs; a sliding-window mean of it is DeepConf's group confidence)
+Top-k alternatives come from the few candidates within some nats of the maximum (a full
+argpartition over 49k entries per row is the slow path, used only when a row is that flat).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-TOP_K = 5
-_TOP_WINDOWS = (3.0, 9.0)  # nats below the max logit, tried in turn before a full partition
+TOP_K = 5  # alternatives recorded per token
+CONFIDENCE_K = 20  # DeepConf's k
+_TOP_WINDOWS = (3.0, 9.0, 16.0)  # nats below the max logit, tried in turn before a partition
 
 
 @dataclass(slots=True)
@@ -27,6 +37,8 @@ class DistributionStats:
     row_max: npt.NDArray[np.float32]
     entropy: npt.NDArray[np.float64]
     varentropy: npt.NDArray[np.float64]
+    self_certainty: npt.NDArray[np.float64]
+    token_confidence: npt.NDArray[np.float64]
     top_ids: list[list[int]]
     top_logprobs: list[list[float]]
 
@@ -34,8 +46,12 @@ class DistributionStats:
         return float(logits[row, token] - self.row_max[row] - self.log_z[row])
 
 
-def distribution_stats(logits: npt.NDArray[np.float32], top_k: int = TOP_K) -> DistributionStats:
-    """Entropy, varentropy and top-k of each row of a (rows, vocab) logits matrix."""
+def distribution_stats(
+    logits: npt.NDArray[np.float32], top_k: int = TOP_K, confidence_k: int = CONFIDENCE_K
+) -> DistributionStats:
+    """Entropy, varentropy, self-certainty, token confidence and top-k of each row of a
+    (rows, vocab) logits matrix."""
+    n_vocab = logits.shape[1]
     row_max = logits.max(axis=1)
     shifted = logits - row_max[:, None]
     e = np.exp(shifted)
@@ -46,6 +62,10 @@ def distribution_stats(logits: npt.NDArray[np.float32], top_k: int = TOP_K) -> D
     log_z = np.log(z)
     entropy = log_z - m1
     varentropy = np.maximum(m2 - m1 * m1, 0.0)
+    self_certainty = log_z - shifted.mean(axis=1, dtype=np.float64) - math.log(n_vocab)
+    need = min(max(top_k, confidence_k), n_vocab)
+    k_conf = min(confidence_k, n_vocab)
+    token_confidence = np.empty(logits.shape[0], dtype=np.float64)
     top_ids: list[list[int]] = []
     top_lps: list[list[float]] = []
     for r in range(logits.shape[0]):
@@ -53,16 +73,22 @@ def distribution_stats(logits: npt.NDArray[np.float32], top_k: int = TOP_K) -> D
         cand = None
         for window in _TOP_WINDOWS:
             found = np.flatnonzero(row > -window)
-            if len(found) >= top_k:
+            if len(found) >= need:
                 cand = found
                 break
         if cand is None:
-            cand = np.argpartition(row, -top_k)[-top_k:]
+            cand = np.argpartition(row, -need)[-need:]
+        elif len(cand) > 4 * need:  # a flat row: keep the `need` largest, in index order
+            cand = np.sort(cand[np.argpartition(row[cand], -need)[-need:]])
         vals = row[cand]
-        order = np.argsort(-vals, kind="stable")[:top_k]
-        top_ids.append([int(i) for i in cand[order]])
-        top_lps.append([float(v) for v in vals[order] - log_z[r]])
-    return DistributionStats(log_z, row_max, entropy, varentropy, top_ids, top_lps)
+        order = np.argsort(-vals, kind="stable")[:need]
+        best = vals[order]
+        token_confidence[r] = log_z[r] - float(best[:k_conf].astype(np.float64).mean())
+        top_ids.append([int(i) for i in cand[order[:top_k]]])
+        top_lps.append([float(v) for v in best[:top_k] - log_z[r]])
+    return DistributionStats(
+        log_z, row_max, entropy, varentropy, self_certainty, token_confidence, top_ids, top_lps
+    )
 
 
 def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

@@ -29,6 +29,7 @@ from engine.events import (
     TokensAppended,
     decision_record,
 )
+from engine.reasoning import final_answer_text, thinking_mask, thinking_open_after
 
 # Node states
 ACTIVE = "active"  # generating its step
@@ -54,8 +55,9 @@ class StepNode:
     exit: dict[str, Any] | None = None
     chosen: bool = False
     reused_tokens: int = 0
-    decoded: int = 0
+    decoded: int = 0  # ledger: see StepFinished
     prefilled: int = 0
+    verifier_decoded: int = 0  # ledger: tokens the verifier calls on this node decoded
     created_index: int = -1
     finished_index: int | None = None
 
@@ -85,6 +87,7 @@ class TreeModel:
         self.graph: nx.DiGraph = nx.DiGraph()
         self.nodes: dict[int, StepNode] = {}
         self.session: SessionStarted | None = None
+        self.thinking_after_prompt = False  # the templated prompt opened a <think> block
         self.root_id: int | None = None
         self.answer: str | None = None
         self.answer_node: int | None = None
@@ -148,7 +151,9 @@ class TreeModel:
                 node.state = TERMINAL if event.terminal else DONE
             return (node.id,)
         if isinstance(event, NodeScored):
-            self.nodes[event.node_id].scores[event.verifier] = event.value
+            scored = self.nodes[event.node_id]
+            scored.scores[event.verifier] = event.value
+            scored.verifier_decoded += event.decoded
             return (event.node_id,)
         if isinstance(event, NodePruned):
             node = self.nodes[event.node_id]
@@ -177,6 +182,7 @@ class TreeModel:
         if isinstance(event, SessionStarted):
             self.session = event
             self.root_id = event.root_id
+            self.thinking_after_prompt = thinking_open_after(event.prompt_text)
             root = StepNode(
                 id=event.root_id,
                 parent=None,
@@ -226,6 +232,33 @@ class TreeModel:
         """The generated text from the root (prompt excluded) to `node_id`."""
         return "".join(self.nodes[i].text for i in self.path(node_id) if i != self.root_id)
 
+    def answer_text(self, node_id: int) -> str:
+        """What verifiers and answer extraction read on the path to `node_id`: the text after
+        the model's reasoning (`</think>`); "" while it is still reasoning; the whole path
+        text for a model that does not reason in tags (engine/reasoning.py)."""
+        return final_answer_text(self.path_text(node_id), self.thinking_after_prompt)
+
+    def path_thinking(self, node_id: int) -> list[bool]:
+        """For each generated token on the path to `node_id`: whether it is reasoning
+        (inside `<think>…</think>`, tags included)."""
+        pieces = [tok.text for tok in self.path_tokens(node_id)]
+        return thinking_mask(pieces, self.thinking_after_prompt)
+
+    def node_phase(self, node_id: int) -> str:
+        """"thinking", "answer" (after a reasoning block), "thinking → answer" (a step that
+        closes the block), or "" (no reasoning on this path, or the root)."""
+        if node_id == self.root_id:
+            return ""
+        flags = self.path_thinking(node_id)
+        own = flags[len(flags) - self.nodes[node_id].n_tokens:]
+        if not any(flags) and not self.thinking_after_prompt:
+            return ""
+        if own and all(own):
+            return "thinking"
+        if any(own):
+            return "thinking → answer"
+        return "answer"
+
     def path_tokens(self, node_id: int) -> list[TokenRecord]:
         out: list[TokenRecord] = []
         for i in self.path(node_id):
@@ -241,6 +274,16 @@ class TreeModel:
 
     def iter_nodes(self) -> Iterator[StepNode]:
         return iter(self.nodes.values())
+
+    def ledger(self) -> dict[str, int]:
+        """The compute ledger summed over the tree: tokens decoded for steps (the prompt
+        is the root's `prefilled`), decoded again to rebuild prefixes, and by verifier calls;
+        `total` is every token decoded for the search except `tokens_abandoned` (stats)."""
+        decoded = sum(n.decoded for n in self.nodes.values())
+        prefilled = sum(n.prefilled for n in self.nodes.values())
+        verifier = sum(n.verifier_decoded for n in self.nodes.values())
+        return {"decoded": decoded, "prefilled": prefilled, "verifier": verifier,
+                "total": decoded + prefilled + verifier}
 
     def terminal_nodes(self) -> list[int]:
         return [n.id for n in self.nodes.values() if n.state == TERMINAL]

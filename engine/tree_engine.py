@@ -39,7 +39,8 @@ from engine.events import (
     TokenRecord,
     TokensAppended,
 )
-from engine.llama_runtime import BatchEntry, DecodeAborted, KVSlotUnavailable, LlamaRuntime
+from engine.llama_runtime import BatchEntry, KVSlotUnavailable, LlamaRuntime
+from engine.reasoning import THINK_CLOSE
 from engine.run_control import RunControl
 from engine.sampling import SamplingParams, branch_rng, sample_token
 from engine.token_metrics import DistributionStats, distribution_stats
@@ -92,6 +93,7 @@ class Cut:
     reason: str
     value: float | None = None
     threshold: float | None = None
+    tokens_saved: int = 0  # the search's estimate of what continuing would have cost
 
 
 Monitor = Callable[["TreeEngine", list[int]], Sequence[Cut]]
@@ -113,6 +115,7 @@ class _NodeKV:
     utf8_state: tuple[bytes, int] = (b"", 0)
     path_generated: int = 0  # generated tokens from the root through this node
     terminal: bool = False
+    last_decoded: bool = False  # its last token has been decoded at least once
 
     @property
     def end(self) -> int:
@@ -131,7 +134,8 @@ class _Live:
     greedy: bool = False
     step_text: str = ""
     pending: int | None = None  # chosen token not yet decoded
-    decoded: int = 0
+    decoded: int = 0  # ledger: tokens decoded for this step (its parent's last one included)
+    prefilled: int = 0  # ledger: tokens decoded again to rebuild its parent's prefix
     ended: str | None = None
     terminal: bool = False
 
@@ -159,21 +163,36 @@ class TreeEngine:
         self.tree = TreeModel()
         self.bus.subscribe(self.tree.apply)
         self.control = control or RunControl()
-        self.control.on_cancel(runtime.request_abort)
+        runtime.abort_when(self.is_cancelled)
         self._kv: dict[int, _NodeKV] = {}
         self._free_seqs: list[int] = list(range(runtime.n_seq_max))
         heapq.heapify(self._free_seqs)
         self._next_node = 0
         self.cells_used = 0
-        self.tokens_decoded = 0  # every token llama_decode processed (prompt included)
+        # The compute ledger. Every decoded token is charged once: to a node (its StepFinished
+        # `decoded` / `prefilled`; the root's prompt) or to a verifier call (its NodeScored
+        # `decoded`); `tokens_abandoned` holds what a call that failed or was cancelled had
+        # decoded. Their sum is `tokens_decoded` (tests/test_ledger.py checks it against the
+        # runtime's own counter).
+        self.tokens_decoded = 0  # every token decoded for this search (prompt, judge model incl.)
         self.tokens_generated = 0
-        self.tokens_prefilled = 0  # prompt + rebuilt prefixes + forced tokens
-        self.verifier_tokens = 0  # tokens decoded on temporary sequences for judges
+        self.tokens_prefilled = 0  # prompt + rebuilt prefixes + last tokens decoded again
+        self.verifier_tokens = 0  # tokens decoded for verifier calls (judges, probes)
+        self.judge_model_tokens = 0  # of those, decoded by a judge model on its own context
+        self._ready_cost: dict[int, list[int]] = {}  # node -> [decoded, prefilled] not charged
+        self._verifier_cost: dict[int, int] = {}  # node -> verifier tokens not yet scored
         self.decode_calls = 0
         self.decode_s = 0.0
         self.root_id: int | None = None
         self._started = 0.0
         self._banned = runtime.eog_mask if self.step.ban_eog else None
+
+    def is_cancelled(self) -> bool:
+        """Whether the run was stopped. Every long call polls it: the runtime's abort callback
+        (a decode in flight stops and raises `Cancelled`) and the program sandbox. It reads
+        `self.control` at each call, so a control swapped in later (the window's branch,
+        fork and score commands) takes effect at once."""
+        return self.control.cancelled
 
     # -- sequence ids and KV accounting -------------------------------------------------
     @property
@@ -213,18 +232,63 @@ class TreeEngine:
     def _room(self, n: int) -> bool:
         return self.cells_used + n <= self.runtime.n_ctx - KV_MARGIN
 
+    # -- the compute ledger ---------------------------------------------------------------
+    def _charge_ready(self, kv: _NodeKV, *, decoded: int = 0, prefilled: int = 0) -> None:
+        """Tokens decoded to make `kv` ready to grow from (its last token, a rebuilt prefix);
+        charged to whoever uses it next: the first child of its expansion, or a verifier
+        call on it."""
+        cost = self._ready_cost.setdefault(kv.node_id, [0, 0])
+        cost[0] += decoded
+        cost[1] += prefilled
+
+    def _take_ready(self, node_id: int) -> tuple[int, int]:
+        cost = self._ready_cost.pop(node_id, None)
+        return (cost[0], cost[1]) if cost else (0, 0)
+
+    def add_verifier_tokens(self, node_id: int, n: int, *, other_model: bool = False) -> None:
+        """Charge `n` decoded tokens to the verifier call now scoring `node_id`; they go out
+        with its NodeScored. `other_model`: decoded by a judge model on its own context
+        (counted here too: every token decoded for the search is)."""
+        self._verifier_cost[node_id] = self._verifier_cost.get(node_id, 0) + n
+        self.verifier_tokens += n
+        if other_model:
+            self.tokens_decoded += n
+            self.judge_model_tokens += n
+
+    @property
+    def tokens_abandoned(self) -> int:
+        """Tokens decoded for a call that never completed (no room left, cancelled): readying
+        a node nobody used afterwards, or a verifier call that produced no score."""
+        return sum(sum(c) for c in self._ready_cost.values()) + sum(self._verifier_cost.values())
+
+    @property
+    def tokens_spent(self) -> int:
+        """Tokens decoded for the search after its prompt: steps, rebuilt prefixes, verifier
+        calls (what a compute budget counts)."""
+        root = self._kv.get(self.root_id) if self.root_id is not None else None
+        return self.tokens_decoded - (len(root.token_ids) if root is not None else 0)
+
     # -- session ------------------------------------------------------------------------
     def start(
-        self, prompt: str, *, config: dict[str, Any] | None = None, system: str | None = None
+        self,
+        prompt: str,
+        *,
+        config: dict[str, Any] | None = None,
+        system: str | None = None,
+        thinking: bool | None = None,
     ) -> int:
-        """Template, tokenise and decode the prompt once; returns the root node id."""
+        """Template, tokenise and decode the prompt once; returns the root node id.
+        `thinking` sets the chat template's reasoning switch (None: the template's default).
+
+        A cancel during that decode still emits SessionStarted (so the run is a session, then
+        finished as cancelled) but leaves `root_id` None: the prompt is not in the KV cache."""
         self.runtime.clear_memory()
-        self.runtime.clear_abort()
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
         ]
-        prompt_text = self.runtime.apply_chat_template(messages)
-        ids = self.runtime.tokenize(prompt_text, add_special=True, parse_special=True)
+        chat = self.runtime.chat_prompt(messages, thinking=thinking)
+        prompt_text = chat.text
+        ids = self.runtime.prompt_token_ids(chat)
         if not ids:
             raise ParameterError("the prompt is empty")
         limit = self.runtime.n_ctx - KV_MARGIN - 1
@@ -239,9 +303,29 @@ class TreeEngine:
         seq = self._alloc_seq()
         assert seq is not None
         self._hold(root, seq)
+        full_config = {
+            "sampling": self.sampling.to_dict(),
+            "step": self.step.to_dict(),
+            "seed": self.seed,
+            "chat_template": chat.describe(),
+        }
+        full_config.update(config or {})
+        started = SessionStarted(
+            prompt=prompt,
+            prompt_text=prompt_text,
+            prompt_token_ids=list(ids),
+            model=self.runtime.info(),
+            config=full_config,
+            root_id=root.node_id,
+        )
         t0 = time.perf_counter()
-        root.next_logits = self.runtime.prefill(ids, seq, 0)
-        self.decode_s += time.perf_counter() - t0
+        try:
+            root.next_logits = self.runtime.prefill(ids, seq, 0)
+        except Cancelled:
+            self.bus.emit(started)  # stopped during the prompt: still a (cancelled) session
+            raise
+        finally:
+            self.decode_s += time.perf_counter() - t0
         self.decode_calls += 1
         root.kv_end = len(ids)
         root.kv_cells = len(ids)
@@ -249,22 +333,8 @@ class TreeEngine:
         self.tokens_decoded += len(ids)
         self.tokens_prefilled += len(ids)
         self.root_id = root.node_id
-        full_config = {
-            "sampling": self.sampling.to_dict(),
-            "step": self.step.to_dict(),
-            "seed": self.seed,
-        }
-        full_config.update(config or {})
-        self.bus.emit(
-            SessionStarted(
-                prompt=prompt,
-                prompt_text=prompt_text,
-                prompt_token_ids=list(ids),
-                model=self.runtime.info(),
-                config=full_config,
-                root_id=root.node_id,
-            )
-        )
+        self.bus.emit(started)
+        self.root_id = root.node_id  # set once the prompt is in the KV cache
         return root.node_id
 
     def _new_node(self, parent: _NodeKV | None, start: int) -> _NodeKV:
@@ -284,8 +354,11 @@ class TreeEngine:
             "nodes": len(self.tree),
             "tokens_generated": self.tokens_generated,
             "tokens_decoded": self.tokens_decoded,
+            "tokens_spent": self.tokens_spent,
             "tokens_prefilled": self.tokens_prefilled,
             "verifier_tokens": self.verifier_tokens,
+            "judge_model_tokens": self.judge_model_tokens,
+            "tokens_abandoned": self.tokens_abandoned,
             "decode_calls": self.decode_calls,
             "decode_s": round(self.decode_s, 4),
             "wall_s": round(wall, 4),
@@ -323,6 +396,12 @@ class TreeEngine:
                 k.kv_end = k.end
                 k.kv_cells += 1
                 self.cells_used += 1
+                if k.last_decoded:  # decoded before: its cells or logits had been dropped
+                    self.tokens_prefilled += 1
+                    self._charge_ready(k, prefilled=1)
+                else:
+                    self._charge_ready(k, decoded=1)
+                k.last_decoded = True
 
     def _rebuild(self, kv: _NodeKV) -> None:
         """Give a released node a sequence covering its path up to its last token.
@@ -352,11 +431,17 @@ class TreeEngine:
                 self._release_seq(kv)
                 raise _ContextFull()
             t0 = time.perf_counter()
-            self.runtime.prefill(missing, seq, share_end)
-            self.decode_s += time.perf_counter() - t0
+            try:
+                self.runtime.prefill(missing, seq, share_end)
+            except BaseException:  # cancelled: leave the node released, as it was
+                self._release_seq(kv)
+                raise
+            finally:
+                self.decode_s += time.perf_counter() - t0
             self.decode_calls += 1
             self.tokens_decoded += len(missing)
             self.tokens_prefilled += len(missing)
+            self._charge_ready(kv, prefilled=len(missing))
             kv.kv_cells += len(missing)
             self.cells_used += len(missing)
         kv.kv_end = kv.end - 1
@@ -374,8 +459,6 @@ class TreeEngine:
         t0 = time.perf_counter()
         try:
             matrix = self.runtime.decode_logits_matrix(entries)
-        except DecodeAborted:
-            raise Cancelled() from None
         except KVSlotUnavailable:
             raise _ContextFull() from None
         finally:
@@ -409,7 +492,11 @@ class TreeEngine:
         except (_ContextFull, _SeqIdsExhausted) as exc:
             for r in requests:
                 for _ in range(r.n_children):
-                    new_ids.append(self._stillborn(self._kv[r.parent_id], r.origin, exc.reason))
+                    # the first child carries what readying its parent decoded before the failure
+                    decoded, prefilled = self._take_ready(r.parent_id)
+                    new_ids.append(self._stillborn(
+                        self._kv[r.parent_id], r.origin, exc.reason, decoded, prefilled
+                    ))
             return new_ids
         # first tokens come from the parents' cached logits: one stats pass for all parents
         unique_parents = list({p.node_id: p for p in parents}.values())
@@ -431,6 +518,9 @@ class TreeEngine:
                 seq = parent.seq if adopt else self._alloc_seq()
                 child = self._new_node(parent, parent.end)
                 new_ids.append(child.node_id)
+                # ledger: the parent's readying (its last token, a rebuilt prefix) is charged
+                # to its first child of this expansion
+                decoded, prefilled = self._take_ready(parent.node_id)
                 self.bus.emit(
                     NodeCreated(
                         node_id=child.node_id,
@@ -442,7 +532,8 @@ class TreeEngine:
                 )
                 if seq is None:
                     child.terminal = True
-                    self._finish_step(child, "seq_ids_exhausted", terminal=True, decoded=0)
+                    self._finish_step(child, "seq_ids_exhausted", terminal=True,
+                                      decoded=decoded, prefilled=prefilled)
                     continue
                 if adopt:
                     # the last child takes over the parent's sequence: no copy, no new id
@@ -463,6 +554,8 @@ class TreeEngine:
                     forced=list(r.forced_tokens or []),
                     stop_after_forced=r.stop_after_forced,
                     greedy=r.greedy,
+                    decoded=decoded,
+                    prefilled=prefilled,
                 )
                 first.append((g, parent_row[parent.node_id]))
         for g, row in first:
@@ -528,7 +621,7 @@ class TreeEngine:
                                     reason=cut.reason,
                                     value=cut.value,
                                     threshold=cut.threshold,
-                                    tokens_saved=self._tokens_left(g),
+                                    tokens_saved=cut.tokens_saved,
                                 )
                             )
             live = self._drop_ended(live)
@@ -541,10 +634,6 @@ class TreeEngine:
             else:
                 self._end(g)
         return still
-
-    def _tokens_left(self, g: _Live) -> int:
-        """What continuing would have cost at most: the rest of the step cap."""
-        return max(self.step.max_step_tokens - len(g.kv.token_ids), 0)
 
     def _choose(
         self, g: _Live, logits: npt.NDArray[np.float32], stats: DistributionStats, row: int
@@ -572,6 +661,8 @@ class TreeEngine:
             entropy=float(stats.entropy[row]),
             varentropy=float(stats.varentropy[row]),
             top=list(zip(stats.top_ids[row], stats.top_logprobs[row], strict=True)),
+            self_certainty=float(stats.self_certainty[row]),
+            token_confidence=float(stats.token_confidence[row]),
         )
         self.bus.emit(TokensAppended(node_id=kv.node_id, tokens=[record]))
         g.pending = token
@@ -593,6 +684,10 @@ class TreeEngine:
             g.ended, g.terminal = "context_full", True
 
     def _delimited(self, text: str, before: int) -> bool:
+        """The step delimiter, or the end of a reasoning block (`</think>`: the final answer
+        grows as a step of its own), appeared in the text added since `before`."""
+        if THINK_CLOSE in text[max(0, before - len(THINK_CLOSE) + 1):]:
+            return True
         delim = self.step.delimiter
         if not delim:
             return False
@@ -603,11 +698,14 @@ class TreeEngine:
         kv = g.kv
         kv.terminal = g.terminal
         kv.utf8_state = g.decoder.getstate()
-        self._finish_step(kv, g.ended or "unknown", terminal=g.terminal, decoded=g.decoded)
+        self._finish_step(kv, g.ended or "unknown", terminal=g.terminal, decoded=g.decoded,
+                          prefilled=g.prefilled)
         if g.terminal or g.ended == "cut":
             self._release_seq(kv)
 
-    def _finish_step(self, kv: _NodeKV, reason: str, *, terminal: bool, decoded: int) -> None:
+    def _finish_step(
+        self, kv: _NodeKV, reason: str, *, terminal: bool, decoded: int, prefilled: int = 0
+    ) -> None:
         self.bus.emit(
             StepFinished(
                 node_id=kv.node_id,
@@ -615,10 +713,13 @@ class TreeEngine:
                 n_tokens=len(kv.token_ids),
                 terminal=terminal,
                 decoded=decoded,
+                prefilled=prefilled,
             )
         )
 
-    def _stillborn(self, parent: _NodeKV, origin: str, reason: str) -> int:
+    def _stillborn(
+        self, parent: _NodeKV, origin: str, reason: str, decoded: int = 0, prefilled: int = 0
+    ) -> int:
         child = self._new_node(parent, parent.end)
         child.terminal = True
         self.bus.emit(
@@ -629,7 +730,7 @@ class TreeEngine:
                 origin=origin,
             )
         )
-        self._finish_step(child, reason, terminal=True, decoded=0)
+        self._finish_step(child, reason, terminal=True, decoded=decoded, prefilled=prefilled)
         return child.node_id
 
     # -- strategy helpers ---------------------------------------------------------------
@@ -679,6 +780,8 @@ class TreeEngine:
         config: dict[str, Any] | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
+        """Record a score; it carries the tokens the verifier calls on the node decoded since
+        its last score (judge prompt, probe, the readying of the node they needed)."""
         self.bus.emit(
             NodeScored(
                 node_id=node_id,
@@ -686,6 +789,7 @@ class TreeEngine:
                 value=float(value),
                 config=config or {},
                 detail=detail or {},
+                decoded=self._verifier_cost.pop(node_id, 0),
             )
         )
 
@@ -716,7 +820,7 @@ class TreeEngine:
             self.cells_used -= len(suffix_ids)
         self.decode_calls += 1
         self.tokens_decoded += len(suffix_ids)
-        self.verifier_tokens += len(suffix_ids)
+        self.add_verifier_tokens(node_id, len(suffix_ids) + sum(self._take_ready(node_id)))
         lp = logits.astype(np.float64)
         lp = lp - lp.max()
         p = np.exp(lp)
@@ -770,7 +874,7 @@ class TreeEngine:
             self.cells_used -= need
         self.decode_calls += decoded - len(suffix_ids) + 1
         self.tokens_decoded += decoded
-        self.verifier_tokens += decoded
+        self.add_verifier_tokens(node_id, decoded + sum(self._take_ready(node_id)))
         if stop and stop in text.lstrip():
             lead = len(text) - len(text.lstrip())
             text = text[: lead + text.lstrip().index(stop)]

@@ -1,5 +1,6 @@
 """Entry point of the bundled app: the same `thoughtscope` command line (bare = the window)."""
 
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -9,4 +10,7 @@ if getattr(sys, "frozen", False):
 
 from app.cli import main
 
+# `sweep --workers W` starts worker processes by spawning this executable again: in a frozen
+# bundle, freeze_support() turns such a start into the worker instead of a second app
+multiprocessing.freeze_support()
 sys.exit(main())

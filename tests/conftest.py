@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 

@@ -48,7 +48,7 @@ def test_non_gguf_model(tmp_path: Path) -> None:
 
 def test_prompt_longer_than_context() -> None:
     proc = _run("--n-ctx", "256", "--prompt", "apple " * 400)
-    _assert_one_line_error(proc, "the prompt is")
+    _assert_one_line_error(proc, "but the context holds")
     assert "context holds" in proc.stderr
 
 

@@ -51,11 +51,14 @@ def test_grade_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_strategies_json_is_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["strategies", "--json"]) == 0
     cat = json.loads(capsys.readouterr().out)
-    assert set(cat) == {"strategies", "verifiers", "policies"}
-    assert (len(cat["strategies"]), len(cat["verifiers"]), len(cat["policies"])) == (12, 6, 6)
+    assert set(cat) == {"strategies", "verifiers", "policies", "aggregates"}
+    assert (len(cat["strategies"]), len(cat["verifiers"]), len(cat["policies"])) == (12, 6, 7)
+    assert {"rpc", "deepconf"} <= {a["name"] for a in cat["aggregates"]}
+    assert "deepconf" in {p["name"] for p in cat["policies"]}
     for section in cat.values():
         for entry in section:
             assert set(entry) == {"name", "help", "params"} and entry["help"]
             for p in entry["params"]:
-                assert set(p) == {"name", "type", "default", "range", "help"}
+                assert {"name", "type", "default", "range", "help"} <= set(p)
+                assert set(p) <= {"name", "type", "default", "range", "help", "requires", "label"}
                 assert (p["help"] and len(p["range"]) >= 2) or p["type"] == "choice"

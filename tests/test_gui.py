@@ -78,7 +78,8 @@ def run(qapp: QApplication, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A live best-of-N search driven through pause, two single steps and resume."""
     tmp = tmp_path_factory.mktemp("gui")
     window = make_window(tmp)
-    window.run_panel.strategy.set_choice("best_of_n", {"n": N_CHAINS})
+    # 48-token chains are cut before they finish: let them vote so the run has an answer
+    window.run_panel.strategy.set_choice("best_of_n", {"n": N_CHAINS, "include_truncated": True})
     window.run_panel.search_form.set_values({"max_tokens": 48, "step_tokens": 16, "seed": 3})
     observed: dict[str, Any] = {"window": window, "tmp": tmp}
     assert window.start_run()
@@ -484,9 +485,10 @@ def test_two_exit_policies_checked_in_the_form_both_act_on_the_run(
         panel.exits.checks["entropy"].click()
         assert panel.exits.forms["budget"].isVisibleTo(panel)
         assert not panel.exits.forms["consistency"].isVisibleTo(panel)
-        # budget (first in the catalogue) cuts the branches beyond its room once 9 of its 10
-        # tokens are spent; entropy (3-token window, any mean above 0) cuts the one it kept
-        panel.exits.forms["budget"].set_values({"tokens": 10})
+        # budget counts decoded tokens (prompt excluded): two lockstep decodes spend 6 of its
+        # 7, leaving room for one branch, so it cuts the other two; entropy (3-token window,
+        # any mean above 0) cuts the one it kept
+        panel.exits.forms["budget"].set_values({"tokens": 7})
         panel.exits.forms["entropy"].set_values({"window": 3, "threshold": 0.0})
         assert window.start_run()
         wait_until(
@@ -496,7 +498,7 @@ def test_two_exit_policies_checked_in_the_form_both_act_on_the_run(
         started = window.events[0]
         assert isinstance(started, SessionStarted)
         assert started.config["exits"] == [
-            {"name": "budget", "tokens": 10, "steps": 0},
+            {"name": "budget", "tokens": 7, "steps": 0},
             {"name": "entropy", "window": 3, "threshold": 0.0, "direction": "above"},
         ]
         pruned_by = {e.node_id: e.policy for e in window.events if isinstance(e, NodePruned)}
@@ -506,7 +508,7 @@ def test_two_exit_policies_checked_in_the_form_both_act_on_the_run(
     again = make_window(tmp_path)
     try:
         assert again.run_panel.exits.chosen() == [
-            ("budget", {"tokens": 10, "steps": 0}),
+            ("budget", {"tokens": 7, "steps": 0}),
             ("entropy", {"window": 3, "threshold": 0.0, "direction": "above"}),
         ]
         assert again.run_panel.exits.forms["entropy"].isVisibleTo(again.run_panel)

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 from fixtures.store_runs import scripted_search, tree_state
 
-from engine.events import EVENT_TYPES, EventBus, SessionFinished, SessionStarted, StepFinished
+from engine.events import (
+    EVENT_TYPES,
+    EventBus,
+    NodeCreated,
+    SessionFinished,
+    SessionStarted,
+    StepFinished,
+)
 from engine.llama_runtime import LlamaRuntime
 from engine.replay import Replay
 from engine.store import SessionStore
@@ -132,9 +139,10 @@ def test_replay_refuses_out_of_range_positions(scripted: dict) -> None:
 
 
 def _events_in(db: Path) -> int:
+    """Events committed so far (the session row counts them)."""
     try:
         with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
-            return int(con.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(con.execute("SELECT coalesce(max(n_events), 0) FROM sessions").fetchone()[0])
     except sqlite3.Error:
         return 0
 
@@ -188,16 +196,20 @@ def test_sigkill_mid_search_leaves_an_interrupted_replayable_session(tmp_path: P
         events = store.load_events(summary.id)
         assert isinstance(events[0], SessionStarted)
         assert not any(isinstance(e, SessionFinished) for e in events)
-        # commits happen at step boundaries: at most the step in flight was lost
+        # commits happen at step boundaries, and a step is stored whole or not at all: the
+        # steps in flight at the kill are missing, every stored step is complete
         assert isinstance(events[-1], (StepFinished, SessionStarted))
-        assert [e.index for e in events] == list(range(len(events)))
+        indexes = [e.index for e in events]
+        assert indexes == sorted(set(indexes)) and summary.events == len(events)
+        created = {e.node_id for e in events if isinstance(e, NodeCreated)}
+        assert created and created == {e.node_id for e in events if isinstance(e, StepFinished)}
         tree = Replay(events).tree_at(len(events) - 1)
         with store.engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT node_id, n_tokens, state FROM nodes WHERE session_id = ?", (summary.id,)
             ).fetchall()
             n_tokens = conn.exec_driver_sql(
-                "SELECT count(*) FROM tokens WHERE session_id = ?", (summary.id,)
+                "SELECT sum(n_tokens) FROM token_detail WHERE session_id = ?", (summary.id,)
             ).scalar_one()
         assert {r[0]: (r[1], r[2]) for r in rows} == {
             n.id: (n.n_tokens, n.state) for n in tree.iter_nodes()

@@ -25,7 +25,7 @@ from engine.store import SessionStore
 def session(runtime: LlamaRuntime, tmp_path_factory: pytest.TempPathFactory) -> dict:
     db = tmp_path_factory.mktemp("rescore") / "sessions.db"
     store = SessionStore(db)
-    sid, engine = record_best_of_n(runtime, store, n=6, seed=21)
+    sid, engine = record_best_of_n(runtime, store, n=6, seed=12)  # one chain ends early
     events = store.load_events(sid)
     store.close()
     return {"db": db, "id": sid, "tree": engine.tree, "events": events}
@@ -42,10 +42,27 @@ def _finish_order(events: list) -> list[tuple[int, int]]:
     return out
 
 
+# The recorded best-of-N chose among its chains whatever ended them, and every chain of this
+# session is cut at 48 tokens: the tests below re-score with include_truncated=True.
+
+
+def test_truncated_chains_are_left_out_unless_asked(session: dict) -> None:
+    tree, events = session["tree"], session["events"]
+    cut = [n for n in tree.terminal_nodes() if tree[n].end_reason != "eog"]
+    result = rescore(events, verifier="confidence", aggregate="best")
+    assert result.truncated == len(cut)
+    if len(cut) == len(tree.terminal_nodes()):
+        assert result.answer is None and result.answer_node is None
+        assert f"all {len(cut)} chains were truncated" in result.reason
+    asked = rescore(events, verifier="confidence", aggregate="best", include_truncated=True)
+    assert asked.answer_node == tree.answer_node and asked.truncated == len(cut)
+
+
 def test_best_by_the_recorded_verifier_reproduces_the_recorded_answer(session: dict) -> None:
     tree = session["tree"]
     for verifier in ("confidence", "mean_logprob"):
-        result = rescore(session["events"], verifier=verifier, aggregate="best", exit="none")
+        result = rescore(session["events"], verifier=verifier, aggregate="best", exit="none",
+            include_truncated=True)
         assert result.answer_node == tree.answer_node and result.answer == tree.answer
         assert result.tokens == result.tokens_recorded == tree.tokens_generated
         assert result.candidates == 6 and result.candidates_used == 6
@@ -56,7 +73,8 @@ def test_majority_vote_counts_the_extracted_answers(session: dict) -> None:
     leaves = tree.terminal_nodes()
     votes = Counter(normalize_answer(extract_answer(tree.path_text(n))) for n in leaves)
     votes.pop(None, None)
-    result = rescore(session["events"], verifier="mean_logprob", aggregate="majority")
+    result = rescore(session["events"], verifier="mean_logprob", aggregate="majority",
+        include_truncated=True)
     assert normalize_answer(result.answer) in {
         a for a, c in votes.items() if c == max(votes.values())
     }
@@ -67,7 +85,8 @@ def test_first_and_consistency_exits_are_charged_the_tokens_spent_until_they_fir
 ) -> None:
     tree, events = session["tree"], session["events"]
     order = _finish_order(events)
-    first = rescore(events, verifier="mean_logprob", aggregate="best", exit="first")
+    first = rescore(events, verifier="mean_logprob", aggregate="best", exit="first",
+        include_truncated=True)
     assert first.answer_node == order[0][0] and first.tokens == order[0][1]
     assert first.tokens < tree.tokens_generated
     assert first.candidates_used == 1
@@ -82,7 +101,8 @@ def test_first_and_consistency_exits_are_charged_the_tokens_spent_until_they_fir
         if seen[key] >= 2:
             expected = (k, spent, key)
             break
-    result = rescore(events, verifier="mean_logprob", aggregate="majority", exit="consistency:2")
+    result = rescore(events, verifier="mean_logprob", aggregate="majority", exit="consistency:2",
+        include_truncated=True)
     if expected is None:
         assert result.candidates_used == 6 and result.tokens == tree.tokens_generated
     else:
@@ -94,12 +114,14 @@ def test_budget_and_threshold_exits(session: dict) -> None:
     events, tree = session["events"], session["tree"]
     order = _finish_order(events)
     budget = order[2][1]
-    result = rescore(events, verifier="mean_logprob", aggregate="best", exit=f"budget:{budget}")
+    result = rescore(events, verifier="mean_logprob", aggregate="best", exit=f"budget:{budget}",
+        include_truncated=True)
     assert result.tokens == budget
     assert result.candidates_used == sum(1 for _, spent in order if spent <= budget)
     scores = {n: tree.nodes[n].scores["confidence"] for n, _ in order}
     threshold = sorted(scores.values())[-1]  # only the best chain reaches it
-    result = rescore(events, verifier="confidence", aggregate="best", exit=f"threshold:{threshold}")
+    result = rescore(events, verifier="confidence", aggregate="best", exit=f"threshold:{threshold}",
+        include_truncated=True)
     k = [n for n, _ in order].index(max(scores, key=scores.get)) + 1
     assert result.candidates_used == k and result.answer_node == tree.answer_node
 
@@ -119,7 +141,7 @@ def test_cli_rescore_stores_derived_results_and_leaves_the_session_alone(
 ) -> None:
     db = tmp_path / "s.db"
     shutil.copy(session["db"], db)
-    tables = ("sessions", "nodes", "tokens", "events", "scores")
+    tables = ("sessions", "nodes", "token_detail", "events", "scores")
 
     def snapshot() -> dict:
         with closing(sqlite3.connect(db)) as con:
@@ -139,6 +161,7 @@ def test_cli_rescore_stores_derived_results_and_leaves_the_session_alone(
         "--exit",
         "none,first",
         "--json",
+        "--include-truncated",
         "--db",
         str(db),
     ]

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
 import pytest
 from test_strategies_support import run, token_tree
 
 from engine.events import AnswerChosen, NodePruned, TokensAppended
 from engine.llama_runtime import LlamaRuntime
 from engine.strategies import STRATEGIES
-from engine.strategies.particle_filter import (
-    anneal,
-    normalised_entropy,
-    resample,
-    softmax_weights,
-)
 
 N_OPTS = {
     "greedy": {}, "sampled": {}, "best_of_n": {"n": 3}, "self_consistency": {"n": 3},
@@ -58,8 +49,6 @@ def test_budgets_never_exceeded_and_answer_chosen(runtime: LlamaRuntime, name: s
         assert len(first_level) == n
     if name in ("greedy", "sampled"):
         assert len(first_level) == 1
-    if name == "adaptive":
-        assert len(first_level) <= n
     chosen = [e for e in events if isinstance(e, AnswerChosen)]
     assert len(chosen) == 1
     assert outcome.result is not None
@@ -124,59 +113,32 @@ def test_mcts_visit_counts_add_up_along_paths(runtime: LlamaRuntime) -> None:
         assert outcome.tree.path(p[-1]) == p
 
 
-def test_particle_weights_sum_to_one_and_resampling_follows_them(runtime: LlamaRuntime) -> None:
-    outcome, _events = run(runtime, "particle_filter", n=4, max_steps=3, max_tokens=64, seed=5)
-    rounds = outcome.strategy.rounds  # type: ignore[union-attr]
-    assert rounds
-    rng = np.random.default_rng([5, 0x9F])
-    for rnd in rounds:
-        w = np.asarray(rnd["weights"])
-        assert w.sum() == pytest.approx(1.0, abs=1e-9)
-        assert np.allclose(w, softmax_weights(rnd["scores"], rnd["tau"]))
-        counts = resample(w, 4, rng, "multinomial")  # replay the same draws
-        assert counts.tolist() == rnd["counts"]
-        assert sum(rnd["counts"]) == 4
-    # a particle drawn zero times is pruned, a particle drawn c times has c children
-    for rnd, nxt in itertools.pairwise(rounds):
-        for p, _c in zip(rnd["particles"], rnd["counts"], strict=True):
-            node = outcome.tree[p]
-            if node.state != "terminal":
-                assert len(outcome.tree.children(p)) == sum(
-                    cc for pp, cc in zip(rnd["particles"], rnd["counts"], strict=True) if pp == p)
-        assert len(nxt["particles"]) == 4
-
-
-def test_resampling_frequencies_match_weights() -> None:
-    w = np.array([0.5, 0.3, 0.15, 0.05])
-    rng = np.random.default_rng(0)
-    for scheme in ("multinomial", "systematic"):
-        total = np.zeros(4)
-        for _ in range(2000):
-            total += resample(w, 10, rng, scheme)
-        assert np.allclose(total / total.sum(), w, atol=0.01)
-
-
-def test_entropic_annealing_restores_diversity() -> None:
-    scores = [5.0, 0.0, 0.0, 0.0]
-    assert normalised_entropy(softmax_weights(scores, 0.5)) < 0.1
-    tau = anneal(scores, 0.5, 0.6)
-    assert tau > 0.5
-    assert normalised_entropy(softmax_weights(scores, tau)) == pytest.approx(0.6, abs=1e-3)
-    assert anneal([1.0, 1.0], 1.0, 0.9) == 1.0  # already diverse: unchanged
-
-
 def test_a_star_always_expands_the_lowest_f(runtime: LlamaRuntime) -> None:
+    """Replay the frontier from the tree: every node pushed has an `a_star_f` score, f is
+    recomputed from its tokens and self-judge score, and each pop takes the frontier's lowest
+    (f, node) at that moment."""
     outcome, _ = run(runtime, "a_star", n=4, children=2, max_tokens=48)
     pops = outcome.strategy.pops  # type: ignore[union-attr]
     assert len(pops) >= 2
-    for pop in pops:
-        assert pop["f"] == pop["frontier_min"]
-    f = outcome.strategy.f  # type: ignore[union-attr]
     tree = outcome.tree
-    for node, value in f.items():
+
+    def f_of(node: int) -> float:
         toks = tree.path_tokens(node)
-        g = -sum(t.logprob for t in toks) / len(toks)
-        assert value == pytest.approx(g + (1.0 - tree[node].scores["confidence"]))
+        g = -sum(t.logprob for t in toks) / len(toks) if toks else 0.0
+        return g + (1.0 - tree[node].scores["self_judge"])  # A*'s default heuristic
+
+    def pushed(parent: int) -> set[int]:
+        return {k for k in tree.children(parent) if "a_star_f" in tree[k].scores}
+
+    for node in (n.id for n in tree.iter_nodes() if "a_star_f" in n.scores):
+        assert tree[node].scores["a_star_f"] == pytest.approx(f_of(node))
+    frontier = pushed(tree.root_id)
+    for i, pop in enumerate(pops):
+        assert frontier, "popped from an empty frontier"
+        lowest = min(frontier, key=lambda k: (f_of(k), k))
+        assert pop["node"] == lowest, f"pop {i}: took {pop['node']}, lowest is {lowest}"
+        frontier.discard(lowest)
+        frontier |= pushed(lowest)  # its children, if it was expanded
 
 
 def test_first_finish_stops_at_the_first_finished_branch(runtime: LlamaRuntime) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from test_strategies_support import PROMPT, run
 
@@ -29,6 +27,9 @@ class ScriptedEngine:
             tok = TokenRecord(id=5, text=text, logprob=-0.5, entropy=1.0, varentropy=0.0, top=[])
             self.tree.apply(TokensAppended(node_id=i, tokens=[tok]))
         self.scores: list[NodeScored] = []
+
+    def is_cancelled(self) -> bool:  # the program verifier hands it to the sandbox
+        return False
 
     def score(self, node_id, verifier, value, config=None, detail=None):  # type: ignore[no-untyped-def]
         self.scores.append(NodeScored(node_id=node_id, verifier=verifier, value=value,
@@ -100,9 +101,7 @@ def test_confidence_measures_match_the_tokens(runtime: LlamaRuntime) -> None:
         v = make_verifier("confidence", {"measure": measure})
         assert v.score(engine, leaf) == pytest.approx(expect)
         assert tree[leaf].scores["confidence"] == pytest.approx(expect)
-    # self-certainty: KL(uniform || top-k) is 0 for a flat top-k, positive otherwise
-    flat = TokenRecord(1, "a", math.log(0.2), 1.6, 0.0, [(i, math.log(0.2)) for i in range(5)])
-    assert self_certainty([flat]) == pytest.approx(0.0, abs=1e-12)
+    # self-certainty is KL(uniform || p) over the whole vocabulary: tests/test_self_certainty.py
     assert self_certainty(toks) > 0
 
 
@@ -128,14 +127,18 @@ def test_self_judge_reads_p_yes_on_a_fork(runtime: LlamaRuntime) -> None:
 
 def test_judge_model_runs_on_its_own_context(runtime: LlamaRuntime) -> None:
     engine, node = _engine(runtime)
-    decoded = engine.tokens_decoded
+    decoded, policy_decoded = engine.tokens_decoded, runtime.tokens_decoded
     v = make_verifier("judge_model", {"n_ctx": 1024})
     try:
         value = v.score(engine, node)
         assert 0.0 <= value <= 1.0
         assert v._runtime is not None and v._runtime is not runtime  # a second llama context
         assert v.judge_tokens > 0
-        assert engine.tokens_decoded == decoded  # the policy's context did no work for it
+        assert runtime.tokens_decoded == policy_decoded  # the policy's context did no work
+        # the judge model's tokens are in the search's compute ledger, with the score
+        assert engine.tokens_decoded == decoded + v.judge_tokens == decoded + \
+            engine.judge_model_tokens
+        assert engine.tree[node].verifier_decoded == v.judge_tokens
         # the same text judged again gives the same score: its own context is reset each time
         assert v.score(engine, node) == pytest.approx(value, abs=1e-4)
     finally:

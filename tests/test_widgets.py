@@ -76,7 +76,8 @@ def test_scores_are_normalised_onto_the_colour_bar(events: list) -> None:
 def _assert_form_follows_catalogue(form: ParamForm, entry: dict[str, Any]) -> None:
     for p in entry["params"]:
         widget = form.inputs[p["name"]]
-        assert widget.toolTip() == p["help"]
+        assert widget.toolTip().startswith(p["help"])  # (+ "only with X on" when disabled)
+        assert form.labels[p["name"]].toolTip() == p["help"]  # help on the label too
         if p["type"] == "choice":
             assert isinstance(widget, QComboBox)
             assert [widget.itemText(i) for i in range(widget.count())] == p["range"]
@@ -84,11 +85,19 @@ def _assert_form_follows_catalogue(form: ParamForm, entry: dict[str, Any]) -> No
         if p["type"] in ("int", "float"):
             assert isinstance(widget, (QSpinBox, QDoubleSpinBox))
             lo, hi = p["range"]
-            if lo is not None:
-                assert widget.minimum() == pytest.approx(lo)
-            if hi is not None:
-                assert widget.maximum() == pytest.approx(hi)
             assert widget.value() == pytest.approx(p["default"])
+            if not widget.isEnabled():  # a param that requires another one switched off
+                continue
+            assert p["name"] not in form.errors()
+            step = 1 if p["type"] == "int" else 0.5
+            for outside in ([lo - step] if lo is not None else []) + (
+                [hi + step] if hi is not None else []
+            ):
+                if not widget.minimum() <= outside <= widget.maximum():
+                    continue  # a bound as wide as the input itself
+                form.set_values({p["name"]: outside})
+                assert p["name"] in form.errors(), (p["name"], outside)  # refused, not clamped
+            form.set_values({p["name"]: p["default"]})
 
 
 def test_every_catalogue_entry_gets_a_form_with_its_ranges_and_help(qapp: QApplication) -> None:
@@ -153,7 +162,7 @@ def test_run_panel_asks_for_every_checked_exit_policy_and_restores_them(
     assert older.exits.chosen() == []
 
 
-def test_param_form_enforces_ranges_and_choices(qapp: QApplication) -> None:
+def test_param_form_refuses_out_of_range_values_and_offers_choices(qapp: QApplication) -> None:
     form = ParamForm(
         [
             {
@@ -187,7 +196,14 @@ def test_param_form_enforces_ranges_and_choices(qapp: QApplication) -> None:
         ]
     )
     form.set_values({"beam_width": 500, "threshold": -2, "mode": "min"})
-    assert form.values() == {"beam_width": 64, "threshold": 0.0, "mode": "min", "enabled": True}
+    # out of range: kept as typed (not silently clamped) and refused with a message
+    assert form.values() == {"beam_width": 500, "threshold": -2.0, "mode": "min", "enabled": True}
+    assert form.errors() == {
+        "beam_width": "beam width must be in 1…64; 500 is not",
+        "threshold": "threshold must be in 0…1; -2 is not",
+    }
+    form.set_values({"beam_width": 64, "threshold": 1.0})
+    assert form.errors() == {}
     combo = form.inputs["mode"]
     assert isinstance(combo, QComboBox)
     assert [combo.itemText(i) for i in range(combo.count())] == ["mean", "min", "last"]

@@ -13,8 +13,17 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QSplitter, QTabWidget, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
+from engine.answers import answers_match, extract_gold
 from engine.events import Event, TokensAppended
 from engine.tree import PRUNED, TreeModel
 from widgets.tree_drawing import primary_score_key
@@ -102,9 +111,45 @@ class SearchCharts(QTabWidget):
         )
         for item in (self.score_lines, self.score_path, self.score_points, self.cut_points):
             self.score_plot.addItem(item)
+        # prune and early-exit decisions on their own axis: a policy's value (a particle
+        # weight, a consistency share, ...) is not a verifier score
+        self.decision_plot = _plot("Prune / exit decisions", "policy value", "depth")
+        self.decision_points = pg.ScatterPlotItem(
+            size=11, symbol="x", hoverable=True, tip=self._cut_tip
+        )
+        self.threshold_points = pg.ScatterPlotItem(
+            size=12, symbol="t1", brush=pg.mkBrush(None), pen=pg.mkPen("#7f8c8d")
+        )
+        self.decision_plot.addItem(self.decision_points)
+        self.decision_plot.addItem(self.threshold_points)
+        self.verifier_choice = QComboBox()
+        self.verifier_choice.setToolTip("The verifier whose scores the chart plots")
+        self.verifier_choice.currentTextChanged.connect(self._on_verifier_chosen)
+        score_tab = QWidget()
+        score_layout = QVBoxLayout(score_tab)
+        score_layout.setContentsMargins(0, 0, 0, 0)
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("Verifier:"))
+        pick.addWidget(self.verifier_choice)
+        pick.addStretch(1)
+        score_layout.addLayout(pick)
+        score_split = QSplitter()
+        score_split.addWidget(self.score_plot)
+        score_split.addWidget(self.decision_plot)
+        score_split.setSizes([600, 300])
+        score_layout.addWidget(score_split, 1)
+        self._verifier: str | None = None  # the user's pick (None: the tree's colours)
 
         self.vote_plot = _plot("Answer votes", "votes", "answer")
         self.vote_bars: pg.BarGraphItem | None = None
+        self.vote_reason = QLabel()  # how the aggregator chose, ties included
+        self.vote_reason.setWordWrap(True)
+        self.vote_reason.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        vote_tab = QWidget()
+        vote_layout = QVBoxLayout(vote_tab)
+        vote_layout.setContentsMargins(0, 0, 0, 0)
+        vote_layout.addWidget(self.vote_plot, 1)
+        vote_layout.addWidget(self.vote_reason)
 
         self.compute_plot = _plot("Tokens over time", "tokens generated", "seconds")
         self.tokens_curve = self.compute_plot.plot(pen=pg.mkPen("#2980b9", width=1.6))
@@ -120,8 +165,8 @@ class SearchCharts(QTabWidget):
         self._score_range = _SteppedRange(self.score_plot)
         self._tokens_range = _SteppedRange(self.compute_plot)
         self.addTab(self.entropy_plot, "Entropy")
-        self.addTab(self.score_plot, "Scores")
-        self.addTab(self.vote_plot, "Votes")
+        self.addTab(score_tab, "Scores")
+        self.addTab(vote_tab, "Votes")
         self.addTab(split, "Compute")
         self.currentChanged.connect(lambda _i: self._draw_current())
         self._token_series: tuple[int, list[float], list[int]] = (0, [], [])
@@ -140,6 +185,7 @@ class SearchCharts(QTabWidget):
         for plot in (
             self.entropy_plot,
             self.score_plot,
+            self.decision_plot,
             self.vote_plot,
             self.compute_plot,
             self.ledger_plot,
@@ -202,13 +248,52 @@ class SearchCharts(QTabWidget):
                 0, len(entropy), 0.0, float(max(np.max(entropy), np.max(varentropy)))
             )
 
+    def verifiers(self) -> list[str]:
+        """Every verifier with a score in the tree, the one the tree colours follow first."""
+        tree = self.tree
+        if tree is None:
+            return []
+        names = {k for n in tree.nodes.values() for k in n.scores}
+        primary = primary_score_key(tree)
+        return sorted(names, key=lambda k: (k != primary, k))
+
+    def set_verifier(self, name: str | None) -> None:
+        """Plot this verifier's scores (None: the one the tree's colours follow)."""
+        self._verifier = name or None
+        if self.tree is not None:
+            self._draw_scores()
+
+    def _on_verifier_chosen(self, name: str) -> None:
+        if name and name != self.shown_verifier():
+            self.set_verifier(name)
+
+    def shown_verifier(self) -> str | None:
+        names = self.verifiers()
+        if self._verifier in names:
+            return self._verifier
+        return names[0] if names else None
+
     def _draw_scores(self) -> None:
+        """The chosen verifier's score per node (its own axis and title), and beside it the
+        prune / early-exit decisions: each policy's value against its threshold."""
         tree = self.tree
         assert tree is not None
-        key = primary_score_key(tree)
+        names = self.verifiers()
+        key = self.shown_verifier()
+        if [self.verifier_choice.itemText(i) for i in range(self.verifier_choice.count())] != names:
+            self.verifier_choice.blockSignals(True)
+            self.verifier_choice.clear()
+            self.verifier_choice.addItems(names)
+            self.verifier_choice.blockSignals(False)
+        if key is not None:
+            self.verifier_choice.blockSignals(True)
+            self.verifier_choice.setCurrentText(key)
+            self.verifier_choice.blockSignals(False)
         self.score_plot.setTitle(
-            f"Verifier score per step ({key or 'no scores yet'}), every branch", size="9pt"
+            f"{key} score per step, every branch" if key else "Verifier score (no scores yet)",
+            size="9pt",
         )
+        self.score_plot.setLabel("left", f"{key} score" if key else "score")
         spots = []
         seg_x: list[float] = []
         seg_y: list[float] = []
@@ -227,23 +312,44 @@ class SearchCharts(QTabWidget):
             if parent is not None:
                 seg_x += [tree.nodes[parent].depth, node.depth]
                 seg_y += [score_of[parent], value]
+        decisions = []
+        thresholds = []
+        policies: list[str] = []
         for n in tree.nodes.values():
             info = n.prune if n.state == PRUNED and n.prune else n.exit
             if info is None:
                 continue
-            y = info.get("value")
-            if y is None:
-                y = score_of.get(n.id, 0.0)
-            cuts.append({"pos": (n.depth, float(y)), "data": n.id})
+            if n.id in score_of:  # cut nodes marked at their own score of this verifier
+                cuts.append({"pos": (n.depth, score_of[n.id]), "data": n.id})
+            if str(info.get("policy")) not in policies:
+                policies.append(str(info.get("policy")))
+            if info.get("value") is not None:
+                decisions.append({"pos": (n.depth, float(info["value"])), "data": n.id})
+                if info.get("threshold") is not None:
+                    thresholds.append({"pos": (n.depth, float(info["threshold"])), "data": n.id})
         for ev in tree.exits:
             if ev.node_id is None and ev.value is not None:
-                cuts.append({"pos": (0, float(ev.value)), "data": -1})
+                if ev.policy not in policies:
+                    policies.append(ev.policy)
+                decisions.append({"pos": (0, float(ev.value)), "data": -1})
+                if ev.threshold is not None:
+                    thresholds.append({"pos": (0, float(ev.threshold)), "data": -1})
         self.score_points.setData(spots)
         self.cut_points.setData(cuts)
+        self.decision_points.setData(decisions)
+        self.threshold_points.setData(thresholds)
+        self.decision_plot.setTitle(
+            f"Decisions: {', '.join(policies)} value (✕) vs threshold (▽)"
+            if policies
+            else "Prune / exit decisions (none)",
+            size="9pt",
+        )
         ys = [p["pos"][1] for p in spots + cuts]
         if ys:
             depth = max(p["pos"][0] for p in spots + cuts)
             self._score_range.fit(0, depth + 1, min(ys), max(ys))
+        if decisions:
+            self.decision_plot.enableAutoRange()
         self.score_lines.setData(seg_x, seg_y)
         sel = self.selected
         if sel is not None and sel in tree:
@@ -254,8 +360,11 @@ class SearchCharts(QTabWidget):
         else:
             self.score_path.setData([], [])
 
+    def decision_count(self) -> int:
+        return len(self.decision_points.points())
+
     def _score_tip(self, x: float, y: float, data: object) -> str:
-        return f"node {data}\ndepth {x:g}\nscore {y:.4g}"
+        return f"node {data}\ndepth {x:g}\n{self.shown_verifier()} score {y:.4g}"
 
     def _cut_tip(self, x: float, y: float, data: object) -> str:
         tree = self.tree
@@ -277,6 +386,9 @@ class SearchCharts(QTabWidget):
         )
 
     def _draw_votes(self) -> None:
+        """Bars per answer (the chosen one gold-coloured, the gold answer outlined in green
+        and labelled), integer ticks when the votes are counts, and the aggregator's reason
+        (how ties were broken, which chains were left out) under the chart."""
         tree = self.tree
         assert tree is not None
         if self.vote_bars is not None:
@@ -285,7 +397,17 @@ class SearchCharts(QTabWidget):
         votes = dict(tree.answer_event.votes) if tree.answer_event else {}
         if not votes and tree.answer is not None:
             votes = {tree.answer: 1.0}
+        self.vote_reason.setText(
+            f"How it was chosen: {tree.answer_event.reason}" if tree.answer_event else ""
+        )
         names = sorted(votes, key=lambda k: -votes[k])[:20]
+        gold_text = tree.session.config.get("gold") if tree.session is not None else None
+        gold = extract_gold(str(gold_text)) if gold_text else None
+        gold_name = next((n for n in names if answers_match(n, gold)), None)
+        if gold is not None and gold_name is None:
+            gold_name = gold  # nobody voted for it: show it as an empty bar
+            names.append(gold)
+            votes[gold] = 0.0
         if not names:
             self.vote_plot.getAxis("bottom").setTicks([[]])
             return
@@ -293,11 +415,35 @@ class SearchCharts(QTabWidget):
             pg.mkBrush("#f1c40f") if name == tree.answer else pg.mkBrush("#7f8c8d")
             for name in names
         ]
+        pens = [
+            pg.mkPen("#1e9e4a", width=3) if name == gold_name else pg.mkPen(None)
+            for name in names
+        ]
         self.vote_bars = pg.BarGraphItem(
-            x=np.arange(len(names)), height=[votes[n] for n in names], width=0.7, brushes=brushes
+            x=np.arange(len(names)),
+            height=[votes[n] for n in names],
+            width=0.7,
+            brushes=brushes,
+            pens=pens,
         )
         self.vote_plot.addItem(self.vote_bars)
-        self.vote_plot.getAxis("bottom").setTicks([[(i, str(n)[:12]) for i, n in enumerate(names)]])
+        self.vote_plot.getAxis("bottom").setTicks(
+            [[(i, str(n)[:12] + (" (gold)" if n == gold_name else "")) for i, n in enumerate(names)]]
+        )
+        top = max(votes[n] for n in names)
+        left = self.vote_plot.getAxis("left")
+        if all(float(v).is_integer() for v in votes.values()):
+            step = max(1, int(_stepped(top / 5)))
+            left.setTickSpacing(step, step)
+            self.vote_plot.setYRange(0, max(top, 1), padding=0.05)
+        else:
+            left.setTickSpacing()
+            self.vote_plot.enableAutoRange()
+
+    def vote_ticks(self) -> list[str]:
+        """The answer labels under the vote bars (tests read them)."""
+        ticks = self.vote_plot.getAxis("bottom")._tickLevels
+        return [label for _, label in ticks[0]] if ticks else []
 
     def _draw_compute(self) -> None:
         tree = self.tree

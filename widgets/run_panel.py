@@ -37,22 +37,89 @@ INT_LIMIT = 2_000_000_000
 
 
 class ParamForm(QWidget):
-    """Input widgets for one catalogue entry's params."""
+    """Input widgets for one catalogue entry's params.
+
+    Values out of a param's range are not clamped: the field keeps what was typed and a
+    message under it says what is allowed (`errors()`; the window refuses to run). A param
+    that `requires` a bool param of the entry is disabled while that one is off."""
+
+    sig_changed = Signal()
 
     def __init__(self, params: list[dict[str, Any]]) -> None:
         super().__init__()
         self.params = params
         self.inputs: dict[str, QWidget] = {}
+        self.labels: dict[str, QLabel] = {}
+        self.messages: dict[str, QLabel] = {}
+        self._extra: dict[str, str] = {}  # cross-field messages set by the panel
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for p in params:
             widget = self._input_for(p)
             widget.setToolTip(str(p.get("help", "")))
-            label = QLabel(str(p["name"]).replace("_", " "))
+            label = QLabel(str(p.get("label") or p["name"]).replace("_", " "))
             label.setToolTip(str(p.get("help", "")))
+            label.setBuddy(widget)
+            message = QLabel()
+            message.setObjectName("param_error")
+            message.setWordWrap(True)
+            message.setStyleSheet("color: #d03030; font-size: 8pt")
+            message.setVisible(False)
             form.addRow(label, widget)
+            form.addRow(message)
             self.inputs[p["name"]] = widget
+            self.labels[p["name"]] = label
+            self.messages[p["name"]] = message
+            _on_change(widget, self._on_changed)
+        self._on_changed()
+
+    def _on_changed(self) -> None:
+        by_name = {p["name"]: p for p in self.params}
+        values = self.values()
+        for name, p in by_name.items():
+            needed = p.get("requires")
+            if needed in self.inputs:
+                on = bool(values.get(needed))
+                self.inputs[name].setEnabled(on)
+                self.labels[name].setEnabled(on)
+                hint = f" (only with {str(needed).replace('_', ' ')} on)"
+                self.inputs[name].setToolTip(str(p.get("help", "")) + ("" if on else hint))
+        self._show_errors()
+        self.sig_changed.emit()
+
+    def set_extra_error(self, name: str, message: str | None) -> None:
+        """A message about a combination of fields, shown under `name`."""
+        if message:
+            self._extra[name] = message
+        else:
+            self._extra.pop(name, None)
+        self._show_errors()
+
+    def errors(self) -> dict[str, str]:
+        """Field name -> why its value is refused (out of range, or an impossible mix)."""
+        out: dict[str, str] = {}
+        values = self.values()
+        for p in self.params:
+            name = p["name"]
+            if not self.inputs[name].isEnabled():
+                continue
+            lo, hi = [*(p.get("range") or []), None, None][:2]
+            value = values.get(name)
+            numeric = p.get("type") in ("int", "float") and isinstance(value, int | float)
+            if numeric and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+                shown = str(p.get("label") or name).replace("_", " ")
+                out[name] = f"{shown} must be in {_range_text(lo, hi)}; {value:g} is not"
+        for name, message in self._extra.items():
+            out.setdefault(name, message)
+        return out
+
+    def _show_errors(self) -> None:
+        errors = self.errors()
+        for name, label in self.messages.items():
+            text = errors.get(name, "")
+            label.setText(text)
+            label.setVisible(bool(text))
 
     @staticmethod
     def _input_for(p: dict[str, Any]) -> QWidget:
@@ -70,20 +137,15 @@ class ParamForm(QWidget):
             check.setChecked(bool(default))
             return check
         if kind == "int":
-            spin = QSpinBox()
-            lo, hi = rng[0], rng[1]
-            spin.setRange(
-                int(lo) if lo is not None else -INT_LIMIT, int(hi) if hi is not None else INT_LIMIT
-            )
+            spin = QSpinBox()  # wider than the param's range: out-of-range is refused, shown
+            spin.setRange(-INT_LIMIT, INT_LIMIT)
             spin.setValue(int(default if default is not None else 0))
             return spin
         if kind == "float":
             dspin = QDoubleSpinBox()
             lo, hi = rng[0], rng[1]
             dspin.setDecimals(4)
-            dspin.setRange(
-                float(lo) if lo is not None else -1e9, float(hi) if hi is not None else 1e9
-            )
+            dspin.setRange(-1e9, 1e9)
             span = (float(hi) - float(lo)) if lo is not None and hi is not None else 1.0
             dspin.setSingleStep(max(1e-4, round(span / 100, 4)))
             dspin.setValue(float(default if default is not None else 0.0))
@@ -121,6 +183,39 @@ class ParamForm(QWidget):
                     w.setText(_escape_newlines(str(value)))
             except (TypeError, ValueError):
                 continue  # a stale saved value is ignored; the default stays
+
+
+def _check_beams(form: ParamForm) -> None:
+    """N candidates kept as N/M beams (or subtrees) need M <= N: refuse the mix, not run it
+    as one beam."""
+    values = form.values()
+    if "n" not in values or "beam_width" not in values:
+        return
+    n, m = values["n"], values["beam_width"]
+    form.set_extra_error(
+        "beam_width",
+        f"beam width {m} is larger than n {n}: N/M would keep no whole beam; lower it to "
+        f"{n} or less, or raise n" if isinstance(n, int) and isinstance(m, int) and m > n
+        else None,
+    )
+
+
+def _range_text(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f"{lo:g}…{hi:g}"
+    return f">= {lo:g}" if lo is not None else f"<= {hi:g}"
+
+
+def _on_change(widget: QWidget, slot: Any) -> None:
+    """Connect the widget's value-changed signal, whatever kind of input it is."""
+    if isinstance(widget, QComboBox):
+        widget.currentTextChanged.connect(slot)
+    elif isinstance(widget, QCheckBox):
+        widget.toggled.connect(slot)
+    elif isinstance(widget, QSpinBox | QDoubleSpinBox):
+        widget.valueChanged.connect(slot)
+    elif isinstance(widget, QLineEdit):
+        widget.textChanged.connect(slot)
 
 
 def _escape_newlines(text: str) -> str:
@@ -238,6 +333,7 @@ class EntryChecklist(QGroupBox):
 SEARCH_PARAMS: list[dict[str, Any]] = [
     {
         "name": "temperature",
+        "label": "sampling temperature",  # apart from any strategy's own temperature
         "type": "float",
         "default": 0.7,
         "range": [0.0, 5.0],
@@ -321,15 +417,28 @@ class RunPanel(QWidget):
         self.prompt.setPlaceholderText("Type a problem, or pick an example")
         self.prompt.setMinimumHeight(90)
         self.gold = QLineEdit()
-        self.gold.setPlaceholderText("gold answer (optional, marks correctness)")
+        self.gold.setPlaceholderText("optional: marks the answer ✓ or ✗")
+        self.gold.setToolTip(
+            "The reference answer (a number, or GSM8K '#### 42'): the result header marks "
+            "the chosen answer right or wrong, and the reference verifier can use it"
+        )
+        self.gold_label = QLabel("Gold answer")
+        self.gold_label.setBuddy(self.gold)
+        self.gold_label.setToolTip(self.gold.toolTip())
+        gold_row = QHBoxLayout()
+        gold_row.addWidget(self.gold_label)
+        gold_row.addWidget(self.gold, 1)
         play.addWidget(self.example_combo)
         play.addWidget(self.prompt)
-        play.addWidget(self.gold)
+        play.addLayout(gold_row)
         layout.addWidget(prompt_box)
 
         self.strategy = EntryChooser("Strategy", catalogue.get("strategies", []), allow_none=False)
         self.verifier = EntryChooser("Verifier", catalogue.get("verifiers", []), allow_none=True)
         self.exits = EntryChecklist("Early exit", catalogue.get("policies", []))
+        for form in self.strategy.forms.values():
+            form.sig_changed.connect(lambda f=form: _check_beams(f))
+            _check_beams(form)
         search_box = QGroupBox("Sampling and budget")
         self.search_form = ParamForm(SEARCH_PARAMS)
         QVBoxLayout(search_box).addWidget(self.search_form)
@@ -404,6 +513,17 @@ class RunPanel(QWidget):
             "exits": self.exits.chosen(),
             "search": self.search_form.values(),
         }
+
+    def form_errors(self) -> list[str]:
+        """Why the forms as filled cannot run: values out of range in the chosen entries'
+        forms and impossible combinations (each is also shown under its field)."""
+        forms: list[ParamForm] = [self.search_form]
+        for chooser in (self.strategy, self.verifier):
+            name = chooser.combo.currentText()
+            if name in chooser.forms:
+                forms.append(chooser.forms[name])
+        forms += [self.exits.forms[name] for name, _ in self.exits.chosen()]
+        return [message for form in forms for message in form.errors().values()]
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Apply a request saved by `request()` (last settings); unknown names are skipped."""

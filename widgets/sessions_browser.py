@@ -2,7 +2,9 @@
 
 The widget shows summaries it is given (`set_sessions`) and emits what the user asks for
 (open, rename, delete, compare); the shell talks to the store. The Pareto plot places the
-selected sessions by tokens spent and answer correctness, with the non-dominated ones joined.
+selected sessions by tokens spent and answer correctness, with the non-dominated ones joined;
+cancelled sessions sit apart (they were never graded). Double-click opens a session, F2 or
+the context menu renames it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -19,7 +21,9 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -33,6 +37,7 @@ from widgets.charts import SearchCharts
 from widgets.tree_canvas import TreeCanvas
 
 COLUMNS = ("id", "name", "strategy", "nodes", "tokens", "answer", "correct", "status", "created")
+CANCELLED_SYMBOL, CANCELLED_BRUSH = "t", "#95a5a6"  # Pareto dots of sessions never graded
 NAME_WIDTH = 220  # px: the name column starts no wider (the full name is in its tooltip)
 
 
@@ -53,7 +58,10 @@ class SessionsBrowser(QWidget):
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked)
+        # double-click opens a session; F2 or the context menu renames it
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._on_context_menu)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
@@ -80,6 +88,8 @@ class SessionsBrowser(QWidget):
         buttons.addStretch(1)
         self.db_label = QLabel()
         self.db_label.setStyleSheet("color: gray; font-size: 8pt")
+        # a long database path must not widen the panel: it is cut, whole in the tooltip
+        self.db_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         buttons.addWidget(self.db_label)
 
         self.pareto = pg.PlotWidget()
@@ -87,13 +97,24 @@ class SessionsBrowser(QWidget):
         self.pareto.setLabel("bottom", "tokens")
         self.pareto.setLabel("left", "correct")
         self.pareto.getAxis("left").setTicks([[(0, "no"), (1, "yes")]])
-        self.pareto.setYRange(-0.3, 1.3)
-        self.pareto_points = pg.ScatterPlotItem(
-            size=9, hoverable=True, tip=lambda x, y, d: f"session {d}\n{x:g} tokens"
+        self.pareto.setYRange(-0.3, 2.0)  # room above "yes" for the legend
+        self.pareto.getAxis("left").setTicks([[(0, "no"), (0.5, "cancelled"), (1, "yes")]])
+        legend = self.pareto.addLegend(offset=(-4, 2), labelTextSize="8pt", colCount=2)
+        # one scatter item for every dot: pyqtgraph puts a scatter's tip on the shared view
+        # box, and a second scatter would clear it when the mouse is not over its own dots
+        self.pareto_points = pg.ScatterPlotItem(size=9, hoverable=True, tip=self._pareto_tip)
+        self.pareto_front = pg.PlotDataItem(
+            pen=pg.mkPen("#e67e22", width=1.5), name="Pareto front"
         )
-        self.pareto_front = pg.PlotDataItem(pen=pg.mkPen("#e67e22", width=1.5))
         self.pareto.addItem(self.pareto_points)
         self.pareto.addItem(self.pareto_front)
+        for symbol, brush, text in (
+            ("o", "#27ae60", "correct"),
+            ("o", "#c0392b", "not correct"),
+            (CANCELLED_SYMBOL, CANCELLED_BRUSH, "cancelled (not graded)"),
+        ):
+            legend.addItem(pg.ScatterPlotItem(symbol=symbol, brush=pg.mkBrush(brush)), text)
+        self._pareto_labels: list[pg.TextItem] = []
 
         top = QWidget()
         tl = QVBoxLayout(top)
@@ -119,6 +140,7 @@ class SessionsBrowser(QWidget):
     def set_sessions(self, summaries: Sequence[Any], db_label: str = "") -> None:
         self.summaries = list(summaries)
         self.db_label.setText(db_label)
+        self.db_label.setToolTip(db_label)
         self.table.blockSignals(True)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.summaries))
@@ -179,8 +201,32 @@ class SessionsBrowser(QWidget):
             )
 
     def _on_double_click(self, item: QTableWidgetItem) -> None:
-        if item.column() != 1:
-            self.sig_open_requested.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+        self.sig_open_requested.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def _on_context_menu(self, pos: QPoint) -> None:
+        item = self.table.itemAt(pos)
+        if item is None:
+            return
+        name_item = self.table.item(item.row(), 1)
+        sid = int(item.data(Qt.ItemDataRole.UserRole))
+        menu = QMenu(self)
+        menu.addAction("Open", lambda: self.sig_open_requested.emit(sid))
+        menu.addAction("Rename (F2)", lambda: self.table.editItem(name_item))
+        menu.addAction("Delete", lambda: self.sig_delete_requested.emit(sid))
+        menu.exec(self.table.viewport().mapToGlobal(pos))
+
+    def _pareto_tip(self, x: float, y: float, data: object) -> str:
+        """A dot's tooltip (pyqtgraph calls it with keyword arguments x, y, data)."""
+        s = next((s for s in self.summaries if s.id == data), None)
+        if s is None:
+            return f"session {data}\n{x:g} tokens"
+        verdict = (
+            "cancelled" if _cancelled(s) else "correct" if s.correct else "not correct"
+        )
+        return (
+            f"session {s.id}: {s.name}\n{s.strategy or '?'} · {s.tokens:,} tokens\n"
+            f"answer {s.answer or '–'} (gold {s.gold or '–'}) · {verdict}"
+        )
 
     def _on_open(self) -> None:
         ids = self.selected_ids()
@@ -197,8 +243,12 @@ class SessionsBrowser(QWidget):
             self.sig_compare_requested.emit(ids[0], ids[1])
 
     def _update_pareto(self) -> None:
+        """Graded sessions at correct (1) / not correct (0) by tokens spent, cancelled ones
+        apart at 0.5 (they were never graded), each dot labelled with its session id."""
         ids = set(self.selected_ids()) or {s.id for s in self.summaries}
-        chosen = [s for s in self.summaries if s.id in ids and s.correct is not None]
+        shown = [s for s in self.summaries if s.id in ids and s.correct is not None]
+        chosen = [s for s in shown if not _cancelled(s)]
+        cancelled = [s for s in shown if _cancelled(s)]
         spots = [
             {
                 "pos": (s.tokens, 1.0 if s.correct else 0.0),
@@ -207,7 +257,25 @@ class SessionsBrowser(QWidget):
             }
             for s in chosen
         ]
+        spots += [
+            {
+                "pos": (s.tokens, 0.5),
+                "data": s.id,
+                "symbol": CANCELLED_SYMBOL,
+                "brush": pg.mkBrush(CANCELLED_BRUSH),
+            }
+            for s in cancelled
+        ]
         self.pareto_points.setData(spots)
+        for label in self._pareto_labels:
+            self.pareto.removeItem(label)
+        self._pareto_labels = []
+        for s in shown:
+            y = 0.5 if _cancelled(s) else (1.0 if s.correct else 0.0)
+            label = pg.TextItem(f"#{s.id}", anchor=(0.5, 1.3), color="#7f8c8d")
+            label.setPos(s.tokens, y)
+            self.pareto.addItem(label)
+            self._pareto_labels.append(label)
         # non-dominated: fewest tokens for each correctness level, rising
         front: list[tuple[float, float]] = []
         for s in sorted(chosen, key=lambda s: (s.tokens, -int(bool(s.correct)))):
@@ -216,8 +284,16 @@ class SessionsBrowser(QWidget):
                 front.append((float(s.tokens), y))
         self.pareto_front.setData([p[0] for p in front], [p[1] for p in front])
         # tokens from zero, so one session or a few close ones do not fill a sliver of axis
-        most = max((s.tokens for s in chosen), default=0)
+        most = max((s.tokens for s in shown), default=0)
         self.pareto.setXRange(0, max(most, 1) * 1.08, padding=0)
+
+    def pareto_labels(self) -> list[str]:
+        """The labels drawn next to the Pareto dots (tests read them)."""
+        return [label.textItem.toPlainText() for label in self._pareto_labels]
+
+
+def _cancelled(summary: Any) -> bool:
+    return "cancelled" in (summary.status, summary.stopped_reason)
 
 
 class CompareDialog(QDialog):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from html import escape
 
 from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QMouseEvent, QTextCharFormat, QTextCursor
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from engine.events import TokenRecord
 from engine.tree import TreeModel
+from widgets.node_scores import scores_html, state_text
 
 ENTROPY_FULL_NATS = 3.0  # entropy at which the shading is strongest
 SURPRISAL_FULL_NATS = 5.0
@@ -151,15 +153,21 @@ class TraceView(QWidget):
             return
         path = tree.path(node_id)
         n = sum(tree.nodes[i].n_tokens for i in path)
+        node = tree.nodes[node_id]
+        phase = tree.node_phase(node_id)
+        # the header every time (cheap): a node pruned or scored after it was first shown
+        # must not keep its old state and scores
+        self.header.setText(
+            f"<b>node {node_id}</b> · depth {node.depth} · path {n} tokens · "
+            f"{escape(state_text(node))}"
+            + (f" · <i>{phase}</i>" if phase else "")
+            + f"<br>{scores_html(tree, node_id)}"
+        )
         if not force and self._shown == (node_id, n):
             return
         self._shown = (node_id, n)
         by_entropy = self.mode.currentText() == "entropy"
-        node = tree.nodes[node_id]
-        self.header.setText(
-            f"<b>node {node_id}</b> · depth {node.depth} · path {n} tokens · {node.state}"
-            + (f" · end: {node.end_reason}" if node.end_reason else "")
-        )
+        thinking = iter(tree.path_thinking(node_id))  # reasoning tokens: italic, grey
         self.text.setUpdatesEnabled(False)
         self.text.clear()
         cursor = QTextCursor(self.text.document())
@@ -182,6 +190,9 @@ class TraceView(QWidget):
             for k, tok in enumerate(step.tokens):
                 value = tok.entropy if by_entropy else -tok.logprob
                 fmt = QTextCharFormat()
+                if next(thinking, False):
+                    fmt.setFontItalic(True)
+                    fmt.setForeground(QColor(120, 120, 130))
                 fmt.setBackground(
                     shade(
                         value, ENTROPY_FULL_NATS if by_entropy else SURPRISAL_FULL_NATS, self.dark

@@ -7,6 +7,8 @@ Zoom with the wheel, pan by dragging, fit with `fit()`; a minimap shows where th
 
 from __future__ import annotations
 
+from html import escape
+
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QMouseEvent, QPainter, QPen, QWheelEvent
 from PySide6.QtWidgets import (
@@ -14,6 +16,7 @@ from PySide6.QtWidgets import (
     QGraphicsScene,
     QGraphicsView,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QMenu,
     QStyleOptionGraphicsItem,
@@ -24,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.tree import TreeModel
+from widgets.node_scores import scores_html, state_text
 from widgets.tree_drawing import DrawStyle, TreeDrawing, layout_tree, paint_legend, paint_tree
 
 
@@ -105,6 +109,9 @@ class _Minimap(QGraphicsView):
         self.viewport().update()
 
 
+EMPTY_HINT = "No search yet: pick a problem and a strategy, then press Run (Ctrl+R)"
+
+
 class TreeView(QGraphicsView):
     """The zoomable, pannable view; emits the node under the mouse on click."""
 
@@ -122,6 +129,7 @@ class TreeView(QGraphicsView):
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
         self.setMouseTracking(True)
+        self.viewport().setMouseTracking(True)  # hover tooltips: moves reach the viewport
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.hover_text: callable = None  # type: ignore[valid-type]
@@ -243,6 +251,11 @@ class TreeCanvas(QWidget):
         self.legend = _LegendOverlay(self)
         self.legend.setParent(self.view)
         self.legend_button.toggled.connect(self._on_legend_toggled)
+        self.empty_hint = QLabel(EMPTY_HINT, self.view)
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setStyleSheet("color: gray; font-size: 11pt")
+        self.empty_hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.set_theme("light")
 
     # -- model --------------------------------------------------------------------------
@@ -271,6 +284,7 @@ class TreeCanvas(QWidget):
             self.fit(keep_auto=True)
         self.minimap.refit(self.drawing.bounds)
         self._show_minimap()
+        self.empty_hint.setVisible(len(self.tree) == 0)
 
     def select(self, node_id: int) -> None:
         if node_id not in self.tree:
@@ -348,6 +362,7 @@ class TreeCanvas(QWidget):
             vp.right() - self.minimap.width() - 6, vp.bottom() - self.minimap.height() - 6
         )
         self.legend.move(vp.left() + 6, vp.top() + 6)
+        self.empty_hint.setGeometry(vp.adjusted(40, 0, -40, 0))
         if self.auto_fit:
             self.fit(keep_auto=True)
 
@@ -374,14 +389,14 @@ class TreeCanvas(QWidget):
         text = node.text.strip() or "(empty)"
         if len(text) > 400:
             text = text[:400] + "…"
+        phase = self.tree.node_phase(node_id)
         lines = [
-            f"<b>node {node_id}</b> · depth {node.depth} · {node.n_tokens} tokens · {node.state}"
+            f"<b>node {node_id}</b> · depth {node.depth} · {node.n_tokens} tokens · "
+            f"{escape(state_text(node))}" + (f" · <i>{phase}</i>" if phase else ""),
+            scores_html(self.tree, node_id),
         ]
-        if node.scores:
-            lines.append(", ".join(f"{k} {v:.3g}" for k, v in node.scores.items()))
         if node.prune:
-            p = node.prune
-            lines.append(f"pruned by {p['policy']}: {p['reason']}")
+            lines.append(f"pruned: {escape(str(node.prune.get('reason')))}")
         if node.exit:
             lines.append(f"early exit ({node.exit['policy']}): {node.exit['reason']}")
         if node.chosen:

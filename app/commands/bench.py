@@ -8,7 +8,36 @@ import json
 from typing import Any
 
 
+def _sweep_bench(args: argparse.Namespace) -> dict[str, Any]:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from app.asset_files import asset_path
+    from engine.model_files import model_file_info, resolve_model_path
+    from engine.sweep.bench import measure_sweep
+
+    info = model_file_info(resolve_model_path(args.model))
+    model = {"path": info.path, "sha256": info.sha256, "size": info.size, "name": info.name}
+
+    def open_report(db: Path, sweep_id: int) -> bool:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", "sweep-report", str(sweep_id), "--db", str(db),
+             "--json"], capture_output=True, text=True, check=False,
+        )
+        return proc.returncode == 0
+
+    return measure_sweep(
+        model, asset_path("problems", "add_subtract_24.jsonl"), quick=args.quick,
+        say=None if args.json else lambda text: print(text, file=sys.stderr, flush=True),
+        open_report=open_report,
+    )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.sweep:
+        print(json.dumps({"sweep": _sweep_bench(args)}, indent=None if args.json else 2))
+        return 0
     if args.gui:
         from app.gui_bench import run_gui_bench
 
@@ -40,6 +69,12 @@ def register(sub: Any) -> None:
         "--gui",
         action="store_true",
         help="the window's stalls, render, open and scrub times (offscreen)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="sweep throughput with the default workers against one process, and the time "
+        "to open a 500-session sweep report",
     )
     p.add_argument("--model", help="GGUF model file (default: SmolLM2-135M)")
     p.set_defaults(func=cmd_bench)

@@ -1,5 +1,5 @@
-"""`thoughtscope strategies` (the catalogue of strategies, verifiers and exit policies) and
-`thoughtscope grade` (check model solutions against gold answers)."""
+"""`thoughtscope strategies` (the catalogue of strategies, verifiers, exit policies and answer
+aggregations) and `thoughtscope grade` (check model solutions against gold answers)."""
 
 from __future__ import annotations
 
@@ -109,7 +109,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("strategies", help="list strategies, verifiers and exit policies")
+    p = sub.add_parser(
+        "strategies", help="list strategies, verifiers, exit policies and answer aggregations"
+    )
     p.add_argument("--json", action="store_true", help="print the catalogue as one JSON object")
     p.set_defaults(func=cmd_strategies)
     g = sub.add_parser("grade", help="grade model solutions in a JSONL file against gold answers")

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from engine.errors import ThoughtscopeError
 from engine.events import decision_record
+from engine.run_control import RunControl
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl+C
 
 EXAMPLE_PROMPT = (
     "Mia has 3 boxes with 12 pencils in each box. She gives 9 pencils to her friend. "
@@ -55,20 +64,33 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="early-exit policy, e.g. entropy:window=16,threshold=2.5 (repeatable)",
     )
     p.add_argument("--gold", default=None, help="gold answer: enables the reference verifier")
+    p.add_argument(
+        "--thinking", choices=("on", "off"), default=None,
+        help="reasoning models whose chat template has a switch (Qwen3's enable_thinking): "
+        "think before answering or not (default: the template's own default)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.add_argument("--trace", type=Path, help="write the tree as a JSON trace to FILE")
-    p.add_argument("--db", type=Path, help="record the search into this session database")
+    p.add_argument(
+        "--db", metavar="PATH|URL",
+        help="record the search into this session database (a file or postgresql+psycopg://...)",
+    )
+    p.add_argument(
+        "--detail", choices=("tokens", "steps"), default="tokens",
+        help="what --db keeps: every token's metrics and alternatives (tokens), or node "
+        "text, token ids and per-node statistics (steps, ~5x smaller)",
+    )
     _add_model_args(p)
 
 
-def _open_runtime(args: argparse.Namespace) -> Any:
+def _open_runtime(args: argparse.Namespace, spec: Any) -> Any:
     from engine.llama_runtime import LlamaRuntime, RuntimeConfig
     from engine.model_files import resolve_model_path
 
     path = resolve_model_path(args.model)
-    seq_max = max(64, min(256, 4 * (args.n or 1) + 8)) if hasattr(args, "n") else 64
     return LlamaRuntime(
-        path, RuntimeConfig(n_ctx=args.n_ctx, n_threads=args.threads, n_seq_max=seq_max)
+        path,
+        RuntimeConfig(n_ctx=args.n_ctx, n_threads=args.threads, n_seq_max=spec.seq_slots()),
     )
 
 
@@ -102,6 +124,7 @@ def _build_spec(args: argparse.Namespace) -> Any:
         ),
         seed=args.seed,
         gold=args.gold,
+        thinking=None if args.thinking is None else args.thinking == "on",
         verifier=verifier,
         verifier_options=dict(verifier_options),
         exits=[parse_component(e) for e in args.exits],
@@ -119,6 +142,27 @@ def _print_event(event: Any) -> None:
         print(f"answer: {event.answer}  (node {event.node_id}, {event.reason})", flush=True)
 
 
+@contextmanager
+def sigint_cancels(control: RunControl) -> Iterator[None]:
+    """Ctrl+C (SIGINT) stops the search as the window's Stop does: the decode in flight
+    aborts and the session is finished and stored as cancelled. A second Ctrl+C interrupts
+    at once (KeyboardInterrupt). Only the main thread can own signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if control.cancelled:
+            raise KeyboardInterrupt
+        control.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from app.commands.sessions import recording
     from engine.events import EventBus
@@ -131,8 +175,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     bus = EventBus()
     if not args.json:
         bus.subscribe(_print_event)
-    with recording(args.db, bus) as recorder, _open_runtime(args) as runtime:
-        outcome = run_search(runtime, spec, bus=bus)
+    control = RunControl()
+    with (
+        sigint_cancels(control),
+        recording(args.db, bus, args.detail) as recorder,
+        _open_runtime(args, spec) as runtime,
+    ):
+        if control.cancelled:  # Ctrl+C while the model loaded: nothing ran, nothing stored
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        outcome = run_search(runtime, spec, bus=bus, control=control)
     stats = outcome.finished.stats
     if args.trace is not None:
         args.trace.write_text(
@@ -144,12 +196,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         "nodes": stats["nodes"],
         "tokens_decoded": stats["tokens_decoded"],
         "tokens_generated": stats["tokens_generated"],
+        "tokens_spent": stats["tokens_spent"],  # decoded after the prompt: what budgets count
+        "verifier_tokens": stats["verifier_tokens"],
         "wall_s": stats["wall_s"],
         "stopped_reason": outcome.finished.stopped_reason,
         "verifier_calls": (outcome.result.spent.get("verifier_calls", 0) if outcome.result else 0),
         "exits": [decision_record(e) for e in outcome.tree.exits],
         "prunes": [decision_record(p) for p in outcome.tree.prunes],
         "votes": outcome.result.votes if outcome.result else {},
+        "truncated": outcome.result.truncated if outcome.result else 0,
+        "answer_reason": (
+            outcome.tree.answer_event.reason if outcome.tree.answer_event is not None else None
+        ),
+        "kernel_path": runtime.kernel_path.to_dict(),
     }
     if spec.gold is not None:
         from engine.answers import answers_match, extract_gold
@@ -167,6 +226,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"\n{summary['nodes']} nodes, {summary['tokens_generated']} tokens generated, "
             f"{summary['wall_s']:.1f} s, {summary['stopped_reason']}"
         )
+    if outcome.finished.stopped_reason == "cancelled":
+        kept = f"; session {recorder.session_id} stored as cancelled" if recorder else ""
+        print(f"interrupted: search stopped after {stats['nodes']} nodes{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

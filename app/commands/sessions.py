@@ -1,7 +1,7 @@
 """`thoughtscope sessions | show | delete | rename | export | import | rescore`: the store.
 
-Every command takes `--db PATH` (default: the `db_path` setting, else sessions.db in the
-user's data directory).
+Every command takes `--db PATH|URL`, an SQLite file or a PostgreSQL URL (default: the
+`db_path` setting, else sessions.db in the user's data directory).
 """
 
 from __future__ import annotations
@@ -22,26 +22,18 @@ EXPORT_CHOICES = ("json", "graphml", "dot", "csv", "mermaid")
 def add_db_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help="session database (default: setting db_path, else sessions.db in the data folder)",
+        metavar="PATH|URL",
+        help="session database: an SQLite file or postgresql+psycopg://USER@HOST/DB "
+        "(default: setting db_path, else sessions.db in the data folder)",
     )
 
 
-def resolve_db_path(arg: Path | None) -> Path:
-    from engine.store import default_db_path
-
-    if arg is not None:
-        return arg.expanduser()
-    path = default_db_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def open_store(args: argparse.Namespace) -> Any:
-    from engine.store import SessionStore
+    """The store `--db` names (a path or a URL), else the default file."""
+    from engine.store import open_store as open_at
 
-    return SessionStore(resolve_db_path(args.db))
+    return open_at(args.db)
 
 
 def _session_id(raw: str) -> int:
@@ -66,7 +58,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in rows], ensure_ascii=False))
         return 0
     if not rows:
-        print(f"no sessions in {resolve_db_path(args.db)}")
+        print(f"no sessions in {store.where}")
         return 0
     header = f"{'id':>4}  {'status':<11} {'strategy':<12} {'nodes':>5} {'tokens':>6}  {'answer':<10} {'created':<19}  name"
     print(header)
@@ -117,7 +109,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     prefilled = sum(n.prefilled for n in tree.iter_nodes())
     decoded = sum(n.decoded for n in tree.iter_nodes())
     print(
-        f"  {'compute ledger':<18} decoded {decoded}, prefilled {prefilled}, reused via KV copy {reused}"
+        f"  {'compute ledger':<18} decoded {decoded}, prefilled {prefilled}, verifier calls "
+        f"{tree.ledger()['verifier']}, reused via KV copy {reused}"
     )
     if tree.answer_node is not None and tree.answer_node in tree:
         print("\n" + tree.path_text(tree.answer_node).strip())
@@ -202,9 +195,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _split(values: list[str] | None, default: str) -> list[str]:
+    """Comma lists of `NAME[:key=value,...]`: a `key=value` piece belongs to the name before."""
     out: list[str] = []
     for value in values or [default]:
-        out.extend(v.strip() for v in value.split(",") if v.strip())
+        for piece in (v.strip() for v in value.split(",") if v.strip()):
+            if out and "=" in piece and ":" not in piece and ":" in out[-1]:
+                out[-1] += "," + piece
+            else:
+                out.append(piece)
     return out
 
 
@@ -220,7 +218,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         info = store.session_info(args.id)
         events = store.load_events(args.id)
         results = rescore_grid(
-            events, verifiers=verifiers, aggregates=aggregates, exits=exits, gold=info["gold"]
+            events, verifiers=verifiers, aggregates=aggregates, exits=exits, gold=info["gold"],
+            include_truncated=args.include_truncated,
         )
         if not args.no_save:
             for r in results:
@@ -314,11 +313,19 @@ def register(sub: Any) -> None:
         action="append",
         help="mean_logprob, min_logprob, neg_entropy or a stored verifier (comma list)",
     )
-    p.add_argument("--aggregate", action="append", help="best, majority, weighted (comma list)")
+    p.add_argument(
+        "--aggregate", action="append",
+        help="best, majority, weighted or another aggregation, NAME[:key=value,...] (comma list)",
+    )
+    p.add_argument(
+        "--include-truncated", action="store_true",
+        help="let chains cut by the token cap, a full context or a missing slot vote",
+    )
     p.add_argument(
         "--exit",
         action="append",
-        help="none, first, consistency:K, threshold:X, budget:T (comma list)",
+        help="none, first, consistency:K, threshold:X, budget:T, "
+        "deepconf[:warmup=W,eta=E,window=N,consensus=C] (comma list)",
     )
     p.add_argument("--no-save", action="store_true", help="report only; store no derived result")
     p.add_argument("--json", action="store_true")
@@ -327,18 +334,18 @@ def register(sub: Any) -> None:
 
 
 @contextmanager
-def recording(db: Path | None, bus: Any) -> Iterator[Any]:
-    """For `run --db PATH`: record the search's events into the store while it runs. The
-    store is opened (and checked) before the model loads; the recorder settles the session's
-    status when the run ends, however it ends."""
+def recording(db: str | None, bus: Any, detail: str = "tokens") -> Iterator[Any]:
+    """For `run --db PATH|URL`: record the search's events into the store while it runs, at
+    `detail` "tokens" or "steps". The store is opened (and checked) before the model loads;
+    the recorder settles the session's status when the run ends, however it ends."""
     if db is None:
         yield None
         return
-    from engine.store import SessionStore
+    from engine.store import open_store as open_at
 
-    store = SessionStore(resolve_db_path(db))
+    store = open_at(db)
     try:
-        recorder = store.start_recording()
+        recorder = store.start_recording(detail=detail)
         bus.subscribe(recorder)
         try:
             yield recorder

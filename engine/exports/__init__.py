@@ -67,10 +67,28 @@ def export_text(fmt: str, tree: TreeModel, events: list[Event], session: dict[st
     return render(tree, events, session)
 
 
+def _process_umask() -> int:
+    """The process umask: from /proc on Linux (no change of process state, so no race with
+    other threads creating files), else read by setting and restoring it at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename over `path`."""
+    """Write via a temporary file in the same folder, then rename over `path`.
+
+    `mkstemp` creates the file 0600 whatever the umask; the finished file gets the mode an
+    ordinary `open()` would give it (0666 less the umask), as the image exports have."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_process_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
         os.replace(tmp, path)

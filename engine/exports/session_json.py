@@ -6,7 +6,7 @@ Extra top-level keys over the trace (readers of plain traces can ignore them):
   "scores": [{node, verifier, value, config, detail, index}],
   "prunes": [{node, policy, reason, value, threshold, tokens_saved, index}],
   "exits":  [{node, policy, reason, value, threshold, tokens_saved, index}],
-  "ledger": [{node, reused, prefilled, decoded}],
+  "ledger": [{node, reused, prefilled, decoded, verifier}],  # verifier: its scores' tokens
   "events": [Event.to_dict(), ...]   # in order; what import and replay read
 Export, import and export again gives the same bytes.
 """
@@ -63,7 +63,8 @@ def session_to_json(
     data["prunes"] = [{**decision_record(e), "index": e.index} for e in events if isinstance(e, NodePruned)]
     data["exits"] = [{**decision_record(e), "index": e.index} for e in events if isinstance(e, EarlyExit)]
     data["ledger"] = [
-        {"node": n.id, "reused": n.reused_tokens, "prefilled": n.prefilled, "decoded": n.decoded}
+        {"node": n.id, "reused": n.reused_tokens, "prefilled": n.prefilled, "decoded": n.decoded,
+         "verifier": n.verifier_decoded}
         for n in tree.iter_nodes()
     ]
     data["events"] = [e.to_dict() for e in events]

@@ -2,7 +2,7 @@
 
 {
   "format": "thoughtscope-trace", "version": 1,
-  "model": {"path", "sha256", "size", "name"},
+  "model": {"path", "sha256", "size", "name", "kernel_path"},  # kernel_path: see kernel_probe
   "prompt": str, "prompt_token_ids": [int],   # exactly the ids decoded, template included
   "config": {...}, "answer": str | null, "answer_node": int | null,
   "nodes": [{"id", "parent", "depth", "state", "end_reason", "text",
@@ -30,7 +30,7 @@ def tree_to_trace(tree: TreeModel) -> dict[str, Any]:
     return {
         "format": TRACE_FORMAT,
         "version": TRACE_VERSION,
-        "model": {k: model.get(k) for k in ("path", "sha256", "size", "name")},
+        "model": {k: model.get(k) for k in ("path", "sha256", "size", "name", "kernel_path")},
         "prompt": session.prompt,
         "prompt_token_ids": list(session.prompt_token_ids),
         "config": session.config,

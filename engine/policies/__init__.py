@@ -9,6 +9,7 @@ from engine.policies.answer_probe import AnswerProbePolicy
 from engine.policies.base import ExitPolicy
 from engine.policies.budget import BudgetPolicy
 from engine.policies.consistency import ConsistencyPolicy
+from engine.policies.deepconf import DeepConfPolicy
 from engine.policies.entropy import EntropyPolicy
 from engine.policies.first_finish import FirstFinishPolicy
 from engine.policies.verifier_threshold import VerifierThresholdPolicy
@@ -22,6 +23,7 @@ POLICIES: dict[str, type[ExitPolicy]] = {
         VerifierThresholdPolicy,
         ConsistencyPolicy,
         FirstFinishPolicy,
+        DeepConfPolicy,
     )
 }
 

@@ -12,6 +12,7 @@ from engine.strategies.params import ParamSpec, resolve_options
 from engine.tree_engine import Cut, ExpandRequest
 
 if TYPE_CHECKING:
+    from engine.strategies.base import Strategy
     from engine.strategies.context import SearchContext
 
 
@@ -28,6 +29,9 @@ class ExitPolicy:
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **self.options}
+
+    def check_strategy(self, strategy: Strategy) -> None:
+        """Before the run: raise ParameterError when this policy cannot act on `strategy`."""
 
     def bind(self, ctx: SearchContext) -> None:
         """Called once when the search starts."""

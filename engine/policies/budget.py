@@ -1,7 +1,13 @@
-"""Token or step budget: the search stops when its total generated tokens or step count would
-pass the budget. Running branches are cut before the decode that would overshoot, so the
-budget is never exceeded (a fixed compute budget, as in Snell et al. 2024, "Scaling LLM
-Test-Time Compute Optimally can be More Effective than Scaling Model Parameters")."""
+"""Token or step budget: the search stops when the tokens it has decoded, or the steps it has
+generated, would pass the budget (a fixed compute budget, as in Snell et al. 2024, "Scaling
+LLM Test-Time Compute Optimally can be More Effective than Scaling Model Parameters").
+
+The token budget counts every token decoded for the search after the prompt, as the compute
+ledger does: the steps' own tokens, prefixes decoded again after a release, and verifier
+calls (self-judge prompts, answer probes, a judge model's prompts). Running branches are cut
+before a decode that would overshoot it. Verifier calls are charged when they are made, so the
+budget can be passed by the verifier calls made since the last expansion; the search then
+stops before the next one."""
 
 from __future__ import annotations
 
@@ -17,11 +23,14 @@ from engine.tree_engine import Cut, ExpandRequest
 class BudgetPolicy(ExitPolicy):
     name: ClassVar[str] = "budget"
     help: ClassVar[str] = (
-        "Stop the search when the generated tokens (all branches) or the generated steps "
-        "reach a budget; branches are cut before a decode would overshoot it."
+        "Stop the search when its decoded tokens (steps, rebuilt prefixes, verifier calls; "
+        "prompt excluded) or its generated steps reach a budget; branches are cut before a "
+        "decode would overshoot it."
     )
     params: ClassVar[tuple[ParamSpec, ...]] = (
-        ParamSpec("tokens", "int", 0, "total generated-token budget (0 = off)", min=0, max=10**7),
+        ParamSpec("tokens", "int", 0,
+                  "total decoded-token budget, verifier calls included (0 = off)",
+                  min=0, max=10**7),
         ParamSpec("steps", "int", 0, "total generated-step budget (0 = off)", min=0, max=10**6),
     )
 
@@ -30,25 +39,25 @@ class BudgetPolicy(ExitPolicy):
         engine = ctx.engine
         max_tokens, max_steps = self.options["tokens"], self.options["steps"]
         steps = len(engine.tree) - 1
+        saved = sum(r.n_children * ctx.tokens_left(r.parent_id) for r in requests)
+        spent = engine.tokens_spent
         if max_steps and steps + new > max_steps:
             ctx.request_stop(
                 self.name, f"{steps} steps generated; {new} more would pass the step budget",
-                value=float(steps), threshold=float(max_steps),
-                tokens_saved=sum(ctx.tokens_left(r.parent_id) for r in requests),
+                value=float(steps), threshold=float(max_steps), tokens_saved=saved,
             )
-        elif max_tokens and engine.tokens_generated + new > max_tokens:
+        elif max_tokens and spent + new > max_tokens:
             ctx.request_stop(
                 self.name,
-                f"{engine.tokens_generated} tokens generated; the next step would pass the budget",
-                value=float(engine.tokens_generated), threshold=float(max_tokens),
-                tokens_saved=sum(ctx.tokens_left(r.parent_id) for r in requests),
+                f"{spent} tokens decoded; the next step would pass the budget",
+                value=float(spent), threshold=float(max_tokens), tokens_saved=saved,
             )
 
     def monitor(self, ctx: SearchContext, running: list[int]) -> list[Cut]:
         max_tokens = self.options["tokens"]
         if not max_tokens:
             return []
-        used = ctx.engine.tokens_generated
+        used = ctx.engine.tokens_spent
         room = max_tokens - used  # the next decode gives every running branch one token
         if room >= len(running):
             return []
@@ -61,7 +70,7 @@ class BudgetPolicy(ExitPolicy):
             )
         # cut the branches beyond the room left (the latest created first)
         return [
-            Cut(n, self.name, f"token budget: {used} of {max_tokens} used", float(used),
+            Cut(n, self.name, f"token budget: {used} of {max_tokens} decoded", float(used),
                 float(max_tokens))
             for n in sorted(running)[keep:]
         ]

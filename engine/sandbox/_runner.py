@@ -1,14 +1,16 @@
-"""The sandbox's child side, run as `python -I -S _runner.py WORKDIR CONFIG_JSON` inside the
-namespaces `engine.sandbox` set up. Standard library only; it never imports the engine.
+"""The sandbox's child side, run as `python -I -S -c <this source> TAG WORKDIR CONFIG_JSON`
+inside bubblewrap (or, only when the user opted in, without it). Standard library only: it
+never imports the engine, and it imports neither ctypes nor sockets, so the guard's import bans
+fire for the program.
 
-Order: read the program from stdin, lock the filesystem (read-only mounts except WORKDIR, when
-in a private mount namespace), drop root to nobody, set resource limits, install the audit
-guard, run the program, and print one JSON result line as the last line of stdout."""
+Order: read the program from stdin, import the allowed modules, drop root to nobody (a root
+caller's child; inside bubblewrap it holds CAP_SETUID/CAP_SETGID and nothing else for this),
+set resource limits, install the audit guard, run the program, and print one JSON result line
+as the last line of stdout."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import io
 import json
@@ -18,45 +20,6 @@ import signal
 import sys
 import traceback
 from typing import Any
-
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
-_FLAG_NAMES = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-               "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
-_SKIP = ("/proc", "/sys", "/dev/pts")
-
-
-def _mount(libc: Any, source: bytes | None, target: str, flags: int) -> None:
-    rc = libc.mount(source, target.encode(), None, ctypes.c_ulong(flags), None)
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
-
-
-def lock_filesystem(workdir: str) -> list[str]:
-    """Every mount read-only except WORKDIR (bind-mounted onto itself, still writable)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                           ctypes.c_ulong, ctypes.c_void_p]
-    _mount(libc, None, "/", MS_REC | MS_PRIVATE)
-    _mount(libc, workdir.encode(), workdir, MS_BIND)
-    failed = []
-    with open("/proc/self/mountinfo") as f:
-        lines = f.read().splitlines()
-    for line in lines:
-        parts = line.split()
-        target = parts[4].replace("\\040", " ")
-        if target == workdir or any(target == s or target.startswith(s + "/") for s in _SKIP):
-            continue
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        for opt in parts[5].split(","):
-            flags |= _FLAG_NAMES.get(opt, 0)
-        try:
-            _mount(libc, None, target, flags)
-        except OSError as exc:
-            failed.append(str(exc))
-    return failed
 
 
 class Blocked(BaseException):
@@ -71,29 +34,63 @@ def _on_sigxcpu(signum: int, frame: object) -> None:
     raise CpuLimit("CPU time limit reached")
 
 
-# Modules a program of thought may use, imported before privileges are dropped (a dropped
-# process may not be able to read the interpreter's own library directory).
+class BoundedText(io.TextIOBase):
+    """What the program prints: the first `limit` characters are kept, the rest counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.parts: list[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        room = self.limit - self.size
+        if room > 0:
+            self.parts.append(s[:room])
+        self.size += len(s)
+        return len(s)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+# Modules a program of thought may use, imported before privileges are dropped (the dropped
+# process may not be allowed to read the interpreter's own library directory).
 PRELOAD = ("math", "cmath", "fractions", "decimal", "statistics", "itertools", "functools",
            "collections", "datetime", "re", "random", "operator", "string", "heapq", "bisect")
 
+# Path events whose arguments include directory descriptors: (number of path arguments,
+# positions of the dir_fd arguments). A relative path with a dir_fd escapes a cwd check.
+PATH_EVENTS = {
+    "os.remove": (1, (1,)), "os.rmdir": (1, (1,)), "os.mkdir": (1, (2,)),
+    "os.rename": (2, (2, 3)), "os.link": (2, (2, 3)), "os.symlink": (2, (2,)),
+    "os.chmod": (1, (2,)), "os.chown": (1, (3,)), "os.utime": (1, (3,)),
+    "os.mkfifo": (1, (2,)), "os.mknod": (1, (3,)), "os.truncate": (1, ()),
+    "os.setxattr": (1, ()), "os.removexattr": (1, ()), "shutil.rmtree": (1, (1,)),
+    "shutil.copyfile": (2, ()), "shutil.move": (2, ()),
+}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
 
 def install_guard(workdir: str) -> None:
-    """A PEP 578 audit hook: no processes, sockets, foreign code or writes outside WORKDIR.
-    Defence in depth on top of the OS limits, not a boundary by itself."""
+    """A PEP 578 audit hook: no processes, signals, sockets, ctypes or writes outside WORKDIR.
+    Defence in depth on top of the OS layers, not a boundary by itself (docs/sandbox.md says
+    what it cannot see: `os.setsid` has no audit event, and C code is out of its reach)."""
     root = os.path.realpath(workdir)
     banned_events = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn",
-                     "os.spawn", "subprocess.Popen", "os.kill", "os.killpg", "ctypes.dlopen",
-                     "ctypes.dlsym", "ctypes.cdata", "os.setuid", "os.setgid", "sys.setprofile"}
+                     "os.spawn", "os.startfile", "subprocess.Popen", "os.kill", "os.killpg",
+                     "os.setuid", "os.setgid", "sys.setprofile"}
+    # every ctypes event: creating, calling and dereferencing foreign functions and pointers
+    banned_prefixes = ("socket.", "ctypes.")
+    # only modules the runner has not imported: an import of a loaded module raises no event
     banned_modules = {"ctypes", "_ctypes", "socket", "_socket", "subprocess",
                       "_posixsubprocess", "multiprocessing", "_multiprocessing", "ssl", "_ssl",
-                      "select", "selectors", "asyncio", "urllib.request", "http.client", "pty"}
-    path_events = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown",
-                   "os.link", "os.symlink", "os.truncate", "os.utime", "shutil.rmtree",
-                   "shutil.copyfile", "shutil.move"}
+                      "select", "selectors", "asyncio", "urllib", "http", "pty"}
 
     def inside(path: Any) -> bool:
         if isinstance(path, int):
-            return True
+            return True  # an fd: it passed this check when it was opened
         try:
             p = os.path.realpath(os.fsdecode(path))
         except Exception:
@@ -101,30 +98,33 @@ def install_guard(workdir: str) -> None:
         return p == root or p.startswith(root + os.sep)
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event in banned_events or event.startswith("socket."):
+        if event in banned_events or event.startswith(banned_prefixes):
             raise Blocked(f"sandbox: {event} blocked")
-        if event == "import" and args and args[0] in banned_modules:
+        if event == "import" and args and args[0].partition(".")[0] in banned_modules:
             raise Blocked(f"sandbox: import {args[0]} blocked")
-        if event == "open" and len(args) >= 2:
-            mode, flags = args[1], args[2] if len(args) > 2 else 0
+        if event == "open" and len(args) >= 3:
+            path, mode, flags = args[0], args[1], args[2]
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-            if writing and not inside(args[0]):
-                raise Blocked(f"sandbox: writing {args[0]!r} outside the work dir blocked")
-        if event in path_events and args and not all(
-            inside(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))
-        ):
-            raise Blocked(f"sandbox: {event} outside the work dir blocked")
+                isinstance(flags, int) and flags & WRITE_FLAGS)
+            if writing and not inside(path):
+                raise Blocked(f"sandbox: writing {path!r} outside the work dir blocked")
+            # os.open's event (mode None) omits dir_fd: only absolute paths can be checked
+            if writing and mode is None and not os.path.isabs(os.fsdecode(path)):
+                raise Blocked("sandbox: os.open for writing needs an absolute path")
+        if event in PATH_EVENTS:
+            n_paths, dir_fds = PATH_EVENTS[event]
+            if any(i < len(args) and args[i] not in (None, -1) for i in dir_fds):
+                raise Blocked(f"sandbox: {event} with dir_fd blocked")
+            if not all(inside(a) for a in args[:n_paths]):
+                raise Blocked(f"sandbox: {event} outside the work dir blocked")
 
     sys.addaudithook(hook)
 
 
 def main() -> None:
-    workdir, cfg = sys.argv[1], json.loads(sys.argv[2])
+    workdir, cfg = sys.argv[2], json.loads(sys.argv[3])
     code = sys.stdin.read()
-    report: dict[str, Any] = {"mount_errors": []}
-    if cfg["lock_fs"]:
-        report["mount_errors"] = lock_filesystem(workdir)
+    sys.stdin.close()
     os.chdir(workdir)
     for name in PRELOAD:
         importlib.import_module(name)
@@ -147,7 +147,7 @@ def main() -> None:
         resource.setrlimit(what, (soft, hard))
     if cfg["guard"]:
         install_guard(workdir)
-    out = io.StringIO()
+    out = BoundedText(cfg["output_chars"])
     result: dict[str, Any] = {"ok": True, "value": None, "error": None, "blocked": False}
     scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
@@ -163,8 +163,8 @@ def main() -> None:
         result["cpu_limit"] = isinstance(exc, CpuLimit)
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc(limit=3)[-2000:]
-    result["stdout"] = out.getvalue()[-cfg["output_chars"]:]
-    result.update(report)
+    result["stdout"] = out.text()
+    result["stdout_truncated"] = out.size > cfg["output_chars"]
     real_stdout = sys.__stdout__
     assert real_stdout is not None
     real_stdout.write("\n" + json.dumps(result) + "\n")

@@ -1,9 +1,17 @@
 """Store and replay costs for `thoughtscope bench`.
 
 - store_overhead: share of a real run's wall time spent inside the SessionRecorder (every
-  event, its JSON, and each step-boundary commit), on the real model.
+  event, and each step-boundary commit), on the real model; store_overhead_postgresql: the
+  same for a recorder on PostgreSQL listening to the same run (a throwaway local server,
+  or THOUGHTSCOPE_BENCH_POSTGRES=URL; skipped when neither is available). Each is divided by
+  the run's wall time less the other recorder's share. Target <= 0.05.
+- store_bytes_per_token, store_bytes_per_token_steps: the pages (tables and indexes, SQLite's
+  dbstat) that the real run's session takes, recorded 8 times into a new file at each detail
+  level, less those of the empty file, over the tokens. Targets <= 100 and <= 20.
+- store_f16_display_changes: the share of the real run's top-k probabilities the window
+  (3 decimals) would show differently had they been stored as float16 (they are float32).
 - open_2000_s: open the database, load a stored 2,000-node session and build its replay
-  (final tree plus keyframes).
+  (final tree plus keyframes). Target <= 1 s.
 - scrub_ms: jump to a random event of that session (p50 / p95 / max).
 
 The 2,000-node session is synthesised from the real run: its chains (every event below the
@@ -13,13 +21,19 @@ counts and metrics per node are the real run's. `synthesised` in the result says
 
 from __future__ import annotations
 
+import math
+import os
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack, closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from engine.events import (
     AnswerChosen,
@@ -38,6 +52,8 @@ from engine.llama_runtime import LlamaRuntime
 from engine.replay import Replay
 from engine.sampling import SamplingParams
 from engine.session import RunSpec, run_search
+from engine.store.connection import StoreError
+from engine.store.schema import DETAIL_STEPS, DETAIL_TOKENS
 from engine.store.store import SessionStore
 from engine.tree_engine import StepConfig
 
@@ -78,6 +94,62 @@ def replicate_events(events: list[Event], min_nodes: int) -> list[Event]:
     return out
 
 
+def bytes_per_token(path: Path, events: list[Event], detail: str, copies: int = 8) -> float:
+    """Pages the session of `events` takes in a new SQLite file, recorded `copies` times at
+    `detail` (tables and indexes, SQLite's dbstat: every page, used or not), less those of
+    the empty file, over the tokens recorded."""
+
+    def pages() -> int:
+        with closing(sqlite3.connect(path)) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                return int(con.execute("SELECT sum(pgsize) FROM dbstat").fetchone()[0])
+            except sqlite3.OperationalError:  # an SQLite built without dbstat
+                page = int(con.execute("PRAGMA page_size").fetchone()[0])
+                return page * int(con.execute("PRAGMA page_count").fetchone()[0])
+
+    with SessionStore(path):
+        pass
+    empty = pages()
+    with SessionStore(path) as store:
+        for k in range(copies):
+            recorder = store.start_recording(f"bench copy {k}", detail=detail)
+            for event in events:
+                recorder(event)
+            recorder.close()
+    tokens = sum(len(e.tokens) for e in events if isinstance(e, TokensAppended))
+    return (pages() - empty) / (copies * tokens)
+
+
+def f16_display_changes(events: list[Event]) -> float:
+    """The share of alternatives whose probability, shown to 3 decimals as the window does,
+    would change if their log-probabilities were stored as float16 instead of float32."""
+    lps = np.array(
+        [lp for e in events if isinstance(e, TokensAppended) for t in e.tokens for _, lp in t.top],
+        dtype=np.float32,
+    ).astype(np.float64)
+    if not lps.size:
+        return 0.0
+    shown = [f"{math.exp(x):.3f}" for x in lps]
+    as_f16 = [f"{math.exp(x):.3f}" for x in lps.astype(np.float16).astype(np.float64)]
+    return sum(a != b for a, b in zip(shown, as_f16, strict=True)) / len(shown)
+
+
+def _server_url(stack: ExitStack) -> str | None:
+    """A PostgreSQL database for the overhead figure: THOUGHTSCOPE_BENCH_POSTGRES, else a new
+    database on a throwaway local server, else None (no server binaries here)."""
+    configured = os.environ.get("THOUGHTSCOPE_BENCH_POSTGRES")
+    if configured:
+        return configured
+    from engine.store.pg_server import ThrowawayPostgres
+
+    try:
+        server = stack.enter_context(ThrowawayPostgres())
+        return server.create_database("bench")
+    except (StoreError, OSError, ImportError):
+        return None
+
+
 def measure_store(
     runtime: LlamaRuntime,
     *,
@@ -89,17 +161,24 @@ def measure_store(
     scrubs: int = 200,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Run a real best-of-N search while recording it, then time opening and scrubbing a
-    2,000-node session built from it. Returns the figures as a flat dict. `quick` runs a
-    smaller real search (4 chains, 96 tokens) for the store-overhead part."""
+    """Run a real best-of-N search while recording it (into SQLite and, when a server is
+    available, PostgreSQL), measure the bytes a token takes at each detail level, then time
+    opening and scrubbing a 2,000-node session built from it. Returns the figures as a flat
+    dict. `quick` runs a smaller real search (4 chains, 96 tokens) for the overhead part."""
     n = n or (4 if quick else 8)
     max_tokens = max_tokens or (96 if quick else 160)
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp, ExitStack() as servers:
         db = Path(tmp) / "bench.db"
         store = SessionStore(db)
         bus = EventBus()
         recorder = store.start_recording("bench: real run")
         bus.subscribe(recorder)
+        server_url = _server_url(servers)
+        server_store = SessionStore(server_url) if server_url else None
+        server_recorder = None
+        if server_store is not None:
+            server_recorder = server_store.start_recording("bench: real run")
+            bus.subscribe(server_recorder)
         spec = RunSpec(
             prompt=BENCH_PROMPT,
             strategy="best_of_n",
@@ -111,8 +190,15 @@ def measure_store(
         t0 = time.perf_counter()
         outcome = run_search(runtime, spec, bus=bus)
         recorder.close()
+        if server_recorder is not None:
+            server_recorder.close()
         run_s = time.perf_counter() - t0
+        server_busy = server_recorder.busy_s if server_recorder is not None else 0.0
+        if server_store is not None:
+            server_store.close()
         real_events = store.load_events(recorder.session_id)
+        full_bytes = bytes_per_token(Path(tmp) / "full.db", real_events, DETAIL_TOKENS)
+        steps_bytes = bytes_per_token(Path(tmp) / "steps.db", real_events, DETAIL_STEPS)
 
         big = replicate_events(real_events, target_nodes)
         big_recorder = store.start_recording("bench: 2000-node session")
@@ -143,13 +229,16 @@ def measure_store(
         reopened.close()
         size_mb = db.stat().st_size / 1e6
     times.sort()
-    return {
-        "store_overhead": round(recorder.busy_s / run_s, 4),
+    result: dict[str, Any] = {
+        "store_overhead": round(recorder.busy_s / (run_s - server_busy), 4),
         "store_recorder_s": round(recorder.busy_s, 4),
         "store_run_s": round(run_s, 3),
         "store_run_nodes": len(outcome.tree),
         "store_run_tokens": outcome.tree.tokens_generated,
         "store_commits": recorder.commits,
+        "store_bytes_per_token": round(full_bytes, 1),
+        "store_bytes_per_token_steps": round(steps_bytes, 1),
+        "store_f16_display_changes": round(f16_display_changes(real_events), 4),
         "open_2000_s": round(open_s, 3),
         "open_2000_load_s": round(load_s, 3),
         "open_2000_nodes": n_nodes,
@@ -164,3 +253,18 @@ def measure_store(
         "db_mb": round(size_mb, 2),
         "integrity_check": integrity,
     }
+    if server_recorder is not None:
+        result["store_overhead_postgresql"] = round(
+            server_busy / (run_s - recorder.busy_s), 4
+        )
+        result["store_recorder_postgresql_s"] = round(server_busy, 4)
+    result["store_targets"] = {
+        "store_overhead<=0.05": result["store_overhead"] <= 0.05,
+        "store_overhead_postgresql<=0.05": (
+            result["store_overhead_postgresql"] <= 0.05 if server_recorder is not None else None
+        ),
+        "store_bytes_per_token<=100": full_bytes <= 100,
+        "store_bytes_per_token_steps<=20": steps_bytes <= 20,
+        "open_2000_s<=1": open_s <= 1.0,
+    }
+    return result

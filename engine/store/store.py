@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -10,20 +11,37 @@ from types import TracebackType
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.events import Event
 from engine.exports import export_text
 from engine.exports.session_json import MalformedImport, parse_session_json
 from engine.store import queries
-from engine.store.connection import StoreError, db_errors, open_engine
+from engine.store.connection import (
+    StoreError,
+    StoreLocation,
+    db_errors,
+    default_db_target,
+    open_engine,
+    parse_location,
+)
 from engine.store.migrations import now_iso
 from engine.store.queries import SessionSummary, summary_from_row
 from engine.store.recorder import SessionRecorder, new_session_row
-from engine.store.schema import INTERRUPTED, RUNNING, STATUSES, RescoreRow, SessionRow
+from engine.store.schema import (
+    DETAIL_TOKENS,
+    INTERRUPTED,
+    RUNNING,
+    STATUSES,
+    RescoreRow,
+    SessionRow,
+)
 from engine.tree import TreeModel
 
-# Sessions being recorded by this process, by database file: never marked interrupted.
+StoreTarget = str | os.PathLike[str] | URL | StoreLocation
+
+# Sessions being recorded by this process, by database: never marked interrupted.
 _LIVE: set[tuple[str, int]] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -44,20 +62,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class SessionStore:
-    """Opens (creating or migrating) a session database; records, lists, loads and edits
-    sessions. Sessions left `running` by a process that is gone are marked `interrupted`."""
+def open_store(target: StoreTarget | None = None) -> SessionStore:
+    """The session store at a path or URL (`--db`, the window), or the default one (the
+    `db_path` setting, a path or URL, else sessions.db in the data folder, created)."""
+    if target is None or (isinstance(target, str) and not target.strip()):
+        target = default_db_target()
+        if isinstance(target, Path):
+            target.parent.mkdir(parents=True, exist_ok=True)
+    return SessionStore(target)
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path).expanduser()
-        self.engine, self.backup = open_engine(self.path)
-        self._key = str(self.path.resolve())
+
+class SessionStore:
+    """Opens (creating or migrating) a session database, an SQLite file or a PostgreSQL
+    database; records, lists, loads and edits sessions. Sessions left `running` by a
+    process of this machine that is gone are marked `interrupted`."""
+
+    def __init__(self, target: StoreTarget) -> None:
+        self.location = parse_location(target)
+        self.path = self.location.path  # the SQLite file (None on a server)
+        self.where = self.location.display
+        self.engine, self.backup = open_engine(self.location)
+        self._key = self.location.key
         self._db = sessionmaker(self.engine, expire_on_commit=False)
         self.interrupted_on_open = self._mark_interrupted()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> SessionStore:
-        return cls(path)
+    def open(cls, target: StoreTarget) -> SessionStore:
+        return cls(target)
 
     def __enter__(self) -> SessionStore:
         return self
@@ -72,36 +103,53 @@ class SessionStore:
 
     # -- recording ----------------------------------------------------------------------
     def start_recording(
-        self, name: str | None = None, *, commit_at_steps: bool = True
+        self,
+        name: str | None = None,
+        *,
+        detail: str | None = None,
+        commit_at_steps: bool = True,
     ) -> SessionRecorder:
-        """A new session row (status running) and the recorder that fills it."""
-        with db_errors(self.path), self.engine.begin() as conn:
+        """A new session row (status running) and the recorder that fills it, at `detail`
+        "tokens" (every token's metrics and alternatives; None: the default) or "steps"
+        (node text, ids and per-node statistics; see the recorder)."""
+        recorder = SessionRecorder(
+            self, 0, name=name, detail=detail or DETAIL_TOKENS, commit_at_steps=commit_at_steps,
+            on_close=self._closed,
+        )  # checks `detail` before anything is written
+        with db_errors(self.where), self.engine.begin() as conn:
             key = conn.execute(
-                insert(cast(Table, SessionRow.__table__)).values(**new_session_row(name))
+                insert(cast(Table, SessionRow.__table__)).values(
+                    **new_session_row(name, recorder.detail)
+                )
             ).inserted_primary_key
             assert key is not None
-            session_id = int(key[0])
+            recorder.session_id = int(key[0])
         with _LIVE_LOCK:
-            _LIVE.add((self._key, session_id))
-        return SessionRecorder(
-            self, session_id, name=name, commit_at_steps=commit_at_steps, on_close=self._closed
-        )
+            _LIVE.add((self._key, recorder.session_id))
+        return recorder
 
     def _closed(self, recorder: SessionRecorder) -> None:
         with _LIVE_LOCK:
             _LIVE.discard((self._key, recorder.session_id))
 
     def _mark_interrupted(self) -> list[int]:
-        with db_errors(self.path), self._db() as db:
+        """Running sessions whose recording process is gone (on this machine: a process of
+        another machine cannot be checked, so its sessions are left alone)."""
+        host = socket.gethostname()
+        with db_errors(self.where), self._db() as db:
             rows = db.execute(
-                select(SessionRow.id, SessionRow.writer_pid).where(SessionRow.status == RUNNING)
+                select(SessionRow.id, SessionRow.writer_pid, SessionRow.writer_host).where(
+                    SessionRow.status == RUNNING
+                )
             ).all()
             with _LIVE_LOCK:
                 live = {sid for key, sid in _LIVE if key == self._key}
             stale = [
                 sid
-                for sid, pid in rows
-                if sid not in live and (pid is None or pid == os.getpid() or not _pid_alive(pid))
+                for sid, pid, writer_host in rows
+                if sid not in live
+                and writer_host in (None, host)
+                and (pid is None or pid == os.getpid() or not _pid_alive(pid))
             ]
             if stale:
                 db.execute(
@@ -114,28 +162,28 @@ class SessionStore:
 
     # -- reading ------------------------------------------------------------------------
     def list_sessions(self) -> list[SessionSummary]:
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             rows = db.execute(select(SessionRow).order_by(SessionRow.id)).scalars().all()
             return [summary_from_row(r) for r in rows]
 
     def _row(self, db: Session, session_id: int) -> SessionRow:
         row = db.get(SessionRow, session_id)
         if row is None:
-            raise StoreError(f"no session {session_id} in {self.path}")
+            raise StoreError(f"no session {session_id} in {self.where}")
         return row
 
     def get(self, session_id: int) -> SessionSummary:
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             return summary_from_row(self._row(db, session_id))
 
     def session_info(self, session_id: int) -> dict[str, Any]:
         """Every stored column of the session row (what `thoughtscope show` prints)."""
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             row = self._row(db, session_id)
             return {c.key: getattr(row, c.key) for c in SessionRow.__table__.columns}
 
     def load_events(self, session_id: int) -> list[Event]:
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             self._row(db, session_id)
             try:
                 return queries.load_events(db.connection(), session_id)
@@ -183,7 +231,7 @@ class SessionStore:
         return recorder.session_id
 
     def rescores(self, session_id: int) -> list[dict[str, Any]]:
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             self._row(db, session_id)
             return queries.rescores(db, session_id)
 
@@ -192,7 +240,7 @@ class SessionStore:
         name = " ".join(name.split())
         if not name:
             raise StoreError("a session name must not be empty")
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             row = self._row(db, session_id)
             row.name = name
             row.updated = now_iso()
@@ -200,7 +248,7 @@ class SessionStore:
 
     def delete(self, session_id: int) -> None:
         """Remove a session with its nodes, tokens, scores, events and derived results."""
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             row = self._row(db, session_id)
             if row.status == RUNNING and (self._key, session_id) in _LIVE:
                 raise StoreError(f"session {session_id} is still being recorded")
@@ -221,7 +269,7 @@ class SessionStore:
         result: dict[str, Any],
     ) -> int:
         """Store a derived result next to the session (the original rows stay as they are)."""
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             self._row(db, session_id)
             row = RescoreRow(
                 session_id=session_id,
@@ -245,11 +293,11 @@ class SessionStore:
         unknown = set(values) - allowed
         if unknown:
             raise StoreError(f"unknown session field {sorted(unknown)[0]!r}")
-        with db_errors(self.path), self._db() as db:
+        with db_errors(self.where), self._db() as db:
             self._row(db, session_id)
             db.execute(update(SessionRow).where(SessionRow.id == session_id).values(**values))
             db.commit()
 
     def integrity_check(self) -> str:
-        with db_errors(self.path), self.engine.connect() as conn:
+        with db_errors(self.where), self.engine.connect() as conn:
             return queries.integrity_check(conn)

@@ -1,10 +1,12 @@
 """Adaptive sampling: draw samples in small batches until more samples will not help.
 
 Two stopping rules, usable together:
-- answer distribution: stop when the leading answer beats the runner-up with posterior
-  probability >= `confidence` under a Beta(votes_lead + 1, votes_second + 1) model, the
-  stopping rule of Adaptive-Consistency (Aggarwal et al. 2023) that OptScale (2025, "Probabilistic
-  Optimality for Inference-time Scaling") refines into a bound on the samples needed;
+- answer distribution: the Beta stopping criterion of Adaptive-Consistency (Aggarwal et al.
+  2023, "Let's Sample Step by Step: Adaptive-Consistency for Efficient Reasoning and Coding
+  with LLMs"): with v1 and v2 votes for the two leading answers, p1 ~ Beta(v1 + 1, v2 + 1) is
+  the leader's share of the two, and sampling stops once P(p1 > 1/2) >= `confidence` (the
+  paper's 0.95). OptScale (2025, "Probabilistic Optimality for Inference-time Scaling")
+  refines this into a bound on the samples needed;
 - self-evaluation: ask the model, on a fork of the best chain so far, whether restarting would
   give a better answer; stop when P("No") >= `confidence` (capability-aware self-evaluation of
   Manvi et al. 2024, "Adaptive Inference-Time Compute: LLMs Can Predict if They Can Do Better,
@@ -16,16 +18,18 @@ the session's verifier (self_judge gives the paper's prompt-based self-evaluatio
 
 from __future__ import annotations
 
+from collections import Counter
 from math import comb
 from typing import Any, ClassVar
 
 from engine.strategies.base import (
+    INCLUDE_TRUNCATED_PARAM,
     Strategy,
     StrategyResult,
-    fallback_choice,
-    finish_with,
+    aggregate_param,
+    chain_candidates,
+    choose,
     pick_by_score,
-    vote,
 )
 from engine.strategies.context import SearchContext
 from engine.strategies.params import ParamSpec
@@ -38,10 +42,12 @@ RESTART_QUESTION = (
 
 
 def p_leader_wins(lead: int, second: int) -> float:
-    """P(p_lead > p_second) for p ~ Beta(lead + 1, second + 1): a binomial tail at 1/2."""
+    """P(p > 1/2) for p ~ Beta(lead + 1, second + 1): the probability that the leading answer
+    is the more likely of the two. For whole a, b the Beta CDF is a binomial tail,
+    I_x(a, b) = P(Binomial(a + b - 1, x) >= a), so P(p > 1/2) = P(Binomial(n, 1/2) < a)."""
     a, b = lead + 1, second + 1
     total = a + b - 1
-    return float(sum(comb(total, j) for j in range(a, total + 1)) / 2**total)
+    return float(sum(comb(total, j) for j in range(a)) / 2**total)
 
 
 class AdaptiveStrategy(Strategy):
@@ -60,11 +66,16 @@ class AdaptiveStrategy(Strategy):
                   "(0 = no mid-generation pruning)", min=0, max=100),
         ParamSpec("prune_below", "float", 0.2, "prune a sample scoring below this",
                   min=-1e9, max=1e9),
+        aggregate_param("majority"),
+        INCLUDE_TRUNCATED_PARAM,
     )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.decisions: list[dict[str, Any]] = []
+
+    def parallel_chains(self) -> int:
+        return int(min(self.options["batch"], self.options["n"]))
 
     def _grow(self, ctx: SearchContext, firsts: list[int]) -> list[int]:
         current = list(firsts)
@@ -95,12 +106,17 @@ class AdaptiveStrategy(Strategy):
         rule, conf = self.options["stop_rule"], self.options["confidence"]
         done = ctx.done_chains()
         if rule in ("distribution", "both"):
-            ranked = ctx.votes(done).most_common(2)
+            votes = Counter(
+                c.key for c in chain_candidates(ctx, done)
+                if c.key is not None and (self.options["include_truncated"] or not c.truncated)
+            )
+            ranked = votes.most_common(2)
             if ranked:
                 lead = ranked[0][1]
                 second = ranked[1][1] if len(ranked) > 1 else 0
                 p = p_leader_wins(lead, second)
-                self.decisions.append({"rule": "distribution", "value": p, "samples": len(done)})
+                self.decisions.append({"rule": "distribution", "value": p, "samples": len(done),
+                                       "lead": lead, "second": second})
                 if p >= conf:
                     return "answer distribution settled", p, conf
         if rule in ("self_eval", "both") and done:
@@ -136,8 +152,6 @@ class AdaptiveStrategy(Strategy):
                     per_sample = spent / max(drawn, 1)
                     ctx.request_stop(self.name, reason, value=value, threshold=thr,
                                      tokens_saved=int(per_sample * (n - drawn)))
-        done = ctx.done_chains()
-        _winner, node, tally = vote(ctx, done)
-        if node is None:
-            return fallback_choice(ctx, leaves or [ctx.root])
-        return finish_with(ctx, node, f"majority of {len(done)} samples ({drawn} drawn)", tally)
+        return choose(ctx, ctx.done_chains(), self.options["aggregate"],
+                      include_truncated=self.options["include_truncated"],
+                      leaves=leaves or [ctx.root])

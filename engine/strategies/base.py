@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from engine.answers import normalize_answer
+from engine import aggregation
+from engine.aggregation import AGGREGATES, Candidate, chain_candidate, parse_aggregate
 from engine.strategies.context import SearchContext
 from engine.strategies.params import ParamSpec, resolve_options
 from engine.tree_engine import ExpandRequest, Monitor, TreeEngine
@@ -24,6 +25,7 @@ class StrategyResult:
     answer_node: int | None
     stopped_reason: str  # finished | early_exit | budget | cancelled
     votes: dict[str, float] = field(default_factory=dict)
+    truncated: int = 0  # chains offered to the aggregation that were truncated
     spent: dict[str, Any] = field(default_factory=dict)  # what the search used of its budget
 
 
@@ -60,8 +62,22 @@ class Strategy(ABC):
     ) -> None:
         self.verifier, self.policies, self.oracle = verifier, tuple(policies), oracle
 
-    def planned_chains(self) -> int:
-        """How many finished chains the strategy means to collect (consistency policy)."""
+    def parallel_chains(self) -> int:
+        """How many chains can hold KV cells at once (the context check): n for strategies
+        whose `n` is the samples / branches budget, else 1."""
+        if any(p is N_PARAM for p in self.params):
+            return int(self.options["n"])
+        return 1
+
+    @classmethod
+    def needs_probability_scores(cls, options: dict[str, Any]) -> bool:
+        """Whether the verifier's scores are read as probabilities (a weighted vote)."""
+        return options.get("aggregate") == "weighted"
+
+    def planned_chains(self) -> int | None:
+        """How many finished chains the strategy means to collect (the consistency policy's
+        "chains still to come"): n for the sampling strategies; tree searches, whose chains
+        finish when their beams, subtrees, particles or simulations do, return None."""
         return int(self.options.get("n", 1))
 
     def run(self, engine: TreeEngine, root: int) -> StrategyResult:
@@ -122,28 +138,61 @@ def pick_by_score(ctx: SearchContext, nodes: Sequence[int]) -> tuple[int | None,
     return best, best_score
 
 
-def vote(
-    ctx: SearchContext, nodes: Sequence[int], weighting: str = "majority"
-) -> tuple[str | None, int | None, dict[str, float]]:
-    """Self-consistency over `nodes`: plain majority (weight 1) or verifier-weighted vote
-    (weight = the verifier's score). Ties go to the answer that appeared first. Returns the
-    winning normalised answer, the node representing it (first, or best scored), the tally."""
-    tally: dict[str, float] = {}
-    first: dict[str, int] = {}
-    holder: dict[str, tuple[float, int]] = {}
-    for i, node in enumerate(nodes):
-        key = normalize_answer(ctx.answer_of(node))
-        if key is None:
-            continue
-        weight = ctx.score(node) if weighting == "verifier" else 1.0
-        tally[key] = tally.get(key, 0.0) + weight
-        first.setdefault(key, i)
-        if key not in holder or (weighting == "verifier" and weight > holder[key][0]):
-            holder[key] = (weight, node)
-    if not tally:
-        return None, None, {}
-    winner = max(tally, key=lambda k: (tally[k], -first[k]))
-    return winner, holder[winner][1], tally
+def chain_candidates(ctx: SearchContext, nodes: Sequence[int]) -> list[Candidate]:
+    """The aggregation records of `nodes` (unscored). A branch a policy exited with an answer
+    has end reason `exit`; a leaf the search left open is `unfinished`, one a policy cut is
+    `cut`: both truncated."""
+    tree = ctx.engine.tree
+    return [
+        chain_candidate(tree, node, answer=ctx.answer_of(node),
+                        end_reason="exit" if node in ctx.exited else None)
+        for node in nodes
+    ]
+
+
+def with_scores(ctx: SearchContext, pool: Sequence[Candidate]) -> list[Candidate]:
+    """`pool` scored by the session's verifier (each node once; cached by the context)."""
+    scorer = ctx.scorer
+    return [c.with_score(ctx.score(c.node_id), scorer.domain, scorer.name) for c in pool]
+
+
+def choose(
+    ctx: SearchContext,
+    nodes: Sequence[int],
+    how: str,
+    *,
+    include_truncated: bool,
+    leaves: Sequence[int] = (),
+    candidates: Sequence[Candidate] | None = None,
+) -> StrategyResult:
+    """The one way a strategy picks its answer: aggregate the chains that ended (`nodes`) with
+    the aggregator `how` (engine.aggregation, shared with `rescore`). With no chain ended, the
+    unpruned `leaves` are offered instead, as truncated chains. Truncated chains vote only
+    with `include_truncated`; only the chains that vote are scored. `candidates` replaces the
+    verifier-scored records (particle weights)."""
+    agg, _ = parse_aggregate(how)
+    if candidates is None:
+        pool = chain_candidates(ctx, nodes)
+        if not pool:  # the open leaves, else the ones a policy cut (budgets)
+            open_leaves = [n for n in leaves if ctx.engine.tree[n].state != "pruned"]
+            pool = chain_candidates(ctx, open_leaves or [n for n in leaves if n != ctx.root])
+        if agg.uses_scores:
+            voting = with_scores(ctx, [c for c in pool if include_truncated or not c.truncated])
+            scored = {c.node_id: c for c in voting}
+            pool = [scored.get(c.node_id, c) for c in pool]
+        candidates = pool
+    decision = aggregation.aggregate(candidates, how, include_truncated=include_truncated)
+    if not candidates and ctx.stop is not None:
+        decision = replace(decision, reason=f"no chain ended before the search stopped "
+                                            f"({ctx.stop.policy}: {ctx.stop.reason})")
+    ctx.engine.choose_answer(
+        decision.node_id, decision.answer, reason=decision.reason, votes=decision.tally
+    )
+    return StrategyResult(
+        answer=decision.answer, answer_node=decision.node_id,
+        stopped_reason="early_exit" if ctx.stopped else "finished", votes=decision.tally,
+        truncated=decision.truncated,
+    )
 
 
 def finish_with(
@@ -158,11 +207,14 @@ def finish_with(
     )
 
 
-def fallback_choice(ctx: SearchContext, leaves: Sequence[int]) -> StrategyResult:
-    """No chain finished (stopped early, budget): answer from the best-scored leaf."""
-    candidates = [n for n in leaves if ctx.engine.tree[n].state != "pruned"] or list(leaves)
-    node, value = pick_by_score(ctx, candidates)
-    return finish_with(ctx, node, f"no chain finished; best {ctx.scorer.name} score {value:.3f}")
+def fallback_choice(
+    ctx: SearchContext, leaves: Sequence[int], *, include_truncated: bool = True
+) -> StrategyResult:
+    """No chain finished (stopped early, budget): the unpruned leaves are truncated chains;
+    the best-scored one answers when they may (the default of strategies without the
+    `include_truncated` param), else the answer is None."""
+    return choose(ctx, (), "best", include_truncated=include_truncated,
+                  leaves=list(leaves) or [ctx.root])
 
 
 def grow_chains(
@@ -181,24 +233,27 @@ def grow_chains(
         grown = dict(zip(open_leaves, children, strict=True))
         current = [grown.get(n, n) for n in current]
 
-AGGREGATE_PARAM = ParamSpec(
-    "aggregate", "choice", "best", "how the final answer is chosen among finished chains",
-    choices=("best", "majority", "weighted"),
+def aggregate_param(default: str) -> ParamSpec:
+    """The `aggregate` choice of a strategy: every registered aggregator."""
+    return ParamSpec(
+        "aggregate", "choice", default, "how the final answer is chosen among finished chains",
+        choices=tuple(AGGREGATES),
+    )
+
+
+AGGREGATE_PARAM = aggregate_param("best")
+INCLUDE_TRUNCATED_PARAM = ParamSpec(
+    "include_truncated", "bool", False,
+    "let chains cut by the token cap, a full context or a missing slot vote",
 )
 
 
-def aggregate(ctx: SearchContext, done: Sequence[int], how: str, leaves: Sequence[int]) -> StrategyResult:
-    """The final answer over finished chains: best score, majority or weighted vote."""
-    if not done:
-        return fallback_choice(ctx, leaves)
-    if how == "best":
-        node, value = pick_by_score(ctx, done)
-        votes = {k: float(v) for k, v in ctx.votes(done).items()}
-        return finish_with(ctx, node, f"highest {ctx.scorer.name} score ({value:.4g})", votes)
-    winner, node, tally = vote(ctx, done, "verifier" if how == "weighted" else "majority")
-    if node is None or winner is None:
-        return fallback_choice(ctx, leaves)
-    return finish_with(ctx, node, f"{how} vote: {winner} with {tally[winner]:.4g}", tally)
+def aggregate(
+    ctx: SearchContext, done: Sequence[int], how: str, leaves: Sequence[int],
+    *, include_truncated: bool = False,
+) -> StrategyResult:
+    """The final answer over the chains that ended (`choose` with the strategy's options)."""
+    return choose(ctx, done, how, include_truncated=include_truncated, leaves=leaves)
 
 
 def rank_and_keep(

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from engine.strategies.base import (
     AGGREGATE_PARAM,
+    INCLUDE_TRUNCATED_PARAM,
     N_PARAM,
     Strategy,
     StrategyResult,
@@ -73,14 +74,19 @@ class BeamSearchStrategy(Strategy):
                   min=1, max=64),
         ParamSpec("max_steps", "int", 40, "maximum search depth in steps", min=1, max=1000),
         AGGREGATE_PARAM,
+        INCLUDE_TRUNCATED_PARAM,
     )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.rounds: list[dict[str, Any]] = []
 
+    def planned_chains(self) -> int | None:
+        return None  # a tree search: its chains finish when they finish
+
     def search(self, ctx: SearchContext) -> StrategyResult:
         last = beam_loop(ctx, self.options["n"], self.options["beam_width"],
                          self.options["max_steps"], policy=self.name, score=verifier_scores,
                          rounds=self.rounds)
-        return aggregate(ctx, ctx.done_chains(), self.options["aggregate"], last)
+        return aggregate(ctx, ctx.done_chains(), self.options["aggregate"], last,
+                         include_truncated=self.options["include_truncated"])

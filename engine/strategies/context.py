@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from engine.policies.base import ExitPolicy
     from engine.verifiers.base import Verifier
 
-FINISH_REASONS = frozenset({"eog", "max_tokens", "context_full"})
+# chains that ended: at end of generation, or truncated (token cap, full context, no free
+# sequence slot: a child that never got a slot still counts, as a truncated chain)
+FINISH_REASONS = frozenset({"eog", "max_tokens", "context_full", "seq_ids_exhausted"})
+NO_TOKEN_REASONS = frozenset({"context_full", "seq_ids_exhausted"})  # may end with no token
 
 
 @dataclass(slots=True)
@@ -41,7 +44,9 @@ class SearchContext:
     verifier: Verifier | None = None
     policies: Sequence[ExitPolicy] = ()
     oracle: Verifier | None = None  # the reference verifier when a gold answer is known
-    planned_chains: int = 1  # how many finished chains the strategy means to collect
+    # how many finished chains the strategy means to collect; None when it plans no number
+    # (tree searches: beams, subtrees, particles and simulations finish when they finish)
+    planned_chains: int | None = 1
     finished: list[int] = field(default_factory=list)  # in the order they finished
     exited: dict[int, str | None] = field(default_factory=dict)  # branch exits -> answer
     stop: StopRecord | None = None
@@ -50,6 +55,7 @@ class SearchContext:
     _running: set[int] = field(default_factory=set)
     _cut: set[int] = field(default_factory=set)
     _fallback: Verifier | None = None
+    _lengths: list[int] = field(default_factory=list)  # path lengths of chains that ended
 
     def __post_init__(self) -> None:
         self.engine.bus.subscribe(self._on_event)
@@ -109,6 +115,8 @@ class SearchContext:
                     Cut(node, self.stop.policy, f"search stopped: {self.stop.reason}",
                         self.stop.value, self.stop.threshold),
                 )
+        for cut in cuts.values():
+            cut.tokens_saved = self.tokens_left(cut.node_id)
         self._cut.update(cuts)
         return list(cuts.values())
 
@@ -122,7 +130,7 @@ class SearchContext:
             return
         tree = self.engine.tree
         rec = tree[node]
-        if rec.state == PRUNED or not rec.tokens:
+        if rec.state == PRUNED or (not rec.tokens and reason not in NO_TOKEN_REASONS):
             return
         if reason is None:
             last = rec.tokens[-1].id
@@ -136,6 +144,8 @@ class SearchContext:
         if reason not in FINISH_REASONS:
             return
         self.finished.append(node)
+        if reason != "context_full":  # a natural length, or the cap every chain shares
+            self._lengths.append(self.path_tokens(node))
         if self.oracle is not None:
             self.oracle.score(self.engine, node, self)
         for policy in self.policies:
@@ -154,7 +164,7 @@ class SearchContext:
     def answer_of(self, node: int) -> str | None:
         if node in self.exited and self.exited[node] is not None:
             return self.exited[node]
-        return extract_answer(self.engine.tree.path_text(node))
+        return extract_answer(self.engine.tree.answer_text(node))
 
     def done_chains(self) -> list[int]:
         """Finished chains and exited branches, in the order they ended."""
@@ -172,8 +182,16 @@ class SearchContext:
         return self.engine.tree.path_token_count(node)
 
     def tokens_left(self, node: int) -> int:
-        """What continuing this branch could still cost: its path's token budget left."""
-        return max(self.engine.step.max_tokens - self.path_tokens(node), 0)
+        """What continuing this branch would still have cost (a prune's or exit's
+        `tokens_saved`): the tokens it would have generated, estimated from the chains this
+        search finished that grew longer than it, E[L - l | L > l] for its length l. While
+        none has, the path's token budget left (max_tokens - l, an upper bound)."""
+        length = self.path_tokens(node)
+        cap = max(self.engine.step.max_tokens - length, 0)
+        longer = [total - length for total in self._lengths if total > length]
+        if not longer:
+            return cap
+        return min(round(sum(longer) / len(longer)), cap)
 
     # -- scores -----------------------------------------------------------------------------
     @property

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from engine.strategies.base import (
     AGGREGATE_PARAM,
+    INCLUDE_TRUNCATED_PARAM,
     N_PARAM,
     Strategy,
     StrategyResult,
@@ -33,12 +34,16 @@ class LookaheadStrategy(Strategy):
         ParamSpec("lookahead", "int", 2, "rollout steps k", min=0, max=50),
         ParamSpec("max_steps", "int", 40, "maximum search depth in steps", min=1, max=1000),
         AGGREGATE_PARAM,
+        INCLUDE_TRUNCATED_PARAM,
     )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.rounds: list[dict[str, Any]] = []
         self.rollout_tips: dict[int, int] = {}  # candidate -> node its score was read at
+
+    def planned_chains(self) -> int | None:
+        return None  # a tree search: its chains finish when they finish
 
     def _rollout_scores(self, ctx: SearchContext, nodes: list[int]) -> dict[int, float]:
         tips = {n: n for n in nodes}
@@ -71,4 +76,5 @@ class LookaheadStrategy(Strategy):
         last = beam_loop(ctx, self.options["n"], self.options["beam_width"],
                          self.options["max_steps"], policy=self.name,
                          score=self._rollout_scores, rounds=self.rounds)
-        return aggregate(ctx, ctx.done_chains(), self.options["aggregate"], last)
+        return aggregate(ctx, ctx.done_chains(), self.options["aggregate"], last,
+                         include_truncated=self.options["include_truncated"])

@@ -58,6 +58,9 @@ class MCTSStrategy(Strategy):
         self.stats: dict[int, MCTSNode] = {}
         self.paths: list[list[int]] = []  # each simulation's path, root first
 
+    def planned_chains(self) -> int | None:
+        return None  # a tree search: its chains finish when they finish
+
     def _node(self, nid: int) -> MCTSNode:
         return self.stats.setdefault(nid, MCTSNode())
 

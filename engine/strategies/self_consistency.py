@@ -1,20 +1,23 @@
-"""Self-consistency: sample N chains and answer with the most common final answer, by plain
-majority or by a verifier-weighted vote (Wang et al. 2023, "Self-Consistency Improves Chain of
-Thought Reasoning in Language Models"; weighted voting as in Li et al. 2023, "Making Large
-Language Models Better Reasoners with Step-Aware Verifier")."""
+"""Self-consistency: sample N chains and answer with the most common final answer (Wang et al.
+2023, "Self-Consistency Improves Chain of Thought Reasoning in Language Models"), by plain
+majority or with any registered aggregation: a verifier-weighted vote in which each chain
+counts with its score as a probability (Li et al. 2023, "Making Large Language Models Better
+Reasoners with Step-Aware Verifier"), the best-scored chain, or the others engine.aggregation
+lists. Chains cut by the token cap, a full context or a missing slot do not vote unless
+`include_truncated`."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from engine.strategies.base import (
+    INCLUDE_TRUNCATED_PARAM,
     N_PARAM,
     Strategy,
     StrategyResult,
-    fallback_choice,
-    finish_with,
+    aggregate_param,
+    choose,
     grow_open,
-    vote,
 )
 from engine.strategies.context import SearchContext
 from engine.strategies.params import ParamSpec
@@ -23,20 +26,17 @@ from engine.tree_engine import ExpandRequest
 
 class SelfConsistencyStrategy(Strategy):
     name: ClassVar[str] = "self_consistency"
-    help: ClassVar[str] = "Sample N chains; answer by majority vote or verifier-weighted vote."
+    help: ClassVar[str] = (
+        "Sample N chains; answer by majority vote, a verifier-weighted vote or another "
+        "aggregation."
+    )
     params: ClassVar[tuple[ParamSpec, ...]] = (
         N_PARAM,
-        ParamSpec("weighting", "choice", "majority", "how a chain's vote counts",
-                  choices=("majority", "verifier")),
+        aggregate_param("majority"),
+        INCLUDE_TRUNCATED_PARAM,
     )
 
     def search(self, ctx: SearchContext) -> StrategyResult:
         leaves = grow_open(ctx, ctx.expand([ExpandRequest(ctx.root, self.options["n"])]))
-        done = ctx.done_chains()
-        winner, node, tally = vote(ctx, done, self.options["weighting"])
-        if node is None or winner is None:
-            return fallback_choice(ctx, leaves)
-        return finish_with(
-            ctx, node, f"{self.options['weighting']} vote: {winner} with {tally[winner]:.4g}",
-            tally,
-        )
+        return choose(ctx, ctx.done_chains(), self.options["aggregate"],
+                      include_truncated=self.options["include_truncated"], leaves=leaves)

@@ -8,6 +8,7 @@ the window all see which verifier said what, with which configuration.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.errors import ParameterError
@@ -19,12 +20,15 @@ if TYPE_CHECKING:
 
 
 class Verifier(ABC):
-    """Scores a node (a partial or finished chain) in [0, 1] unless its help says otherwise."""
+    """Scores a node (a partial or finished chain) in [0, 1] unless `domain_for` says
+    otherwise: "probability" ([0, 1]), "log" (a log-probability, <= 0) or "real" (any number).
+    A weighted vote turns the first two into probabilities (engine.aggregation)."""
 
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
     params: ClassVar[tuple[ParamSpec, ...]] = ()
     needs_gold: ClassVar[bool] = False
+    score_domain: ClassVar[str] = "probability"
 
     def __init__(self, **options: Any) -> None:
         self.options = resolve_options(f"verifier {self.name}", self.params, options)
@@ -32,6 +36,15 @@ class Verifier(ABC):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **self.options}
+
+    @classmethod
+    def domain_for(cls, options: Mapping[str, Any]) -> str:
+        """The domain of this verifier's scores under `options` (a stored config works)."""
+        return cls.score_domain
+
+    @property
+    def domain(self) -> str:
+        return self.domain_for(self.options)
 
     def score(
         self, engine: TreeEngine, node_id: int, ctx: SearchContext | None = None

@@ -3,17 +3,18 @@ distributions, with no extra model. Measures: mean and minimum token logprob, mi
 token entropy, and self-certainty (Kang et al. 2025, "Scalable Best-of-N Selection for Large
 Language Models via Self-Certainty").
 
-Self-certainty is KL(uniform || p) averaged over tokens. The engine records each token's
-top-5 alternatives, not the whole vocabulary, so here it is computed over the top-5
-distribution renormalised (KL from uniform over those 5): the closest faithful version the
-recorded data allows. It is 0 for a flat top-5 and grows as the top token dominates.
-Scores are not squashed into [0, 1]: logprobs are <= 0, self-certainty >= 0."""
+Self-certainty is KL(uniform || p) over the whole vocabulary, averaged over the chain's
+tokens, as in the paper: each token's value is computed from the full logits while generating
+(engine/token_metrics.py) and recorded with the token. It is 0 for a uniform distribution and
+grows as the distribution concentrates. Scores are not squashed into [0, 1]: logprobs are
+<= 0, self-certainty >= 0."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from engine.errors import ParameterError
 from engine.events import TokenRecord
 from engine.strategies.params import ParamSpec
 from engine.tree_engine import TreeEngine
@@ -23,15 +24,14 @@ if TYPE_CHECKING:
     from engine.strategies.context import SearchContext
 
 
-def self_certainty(tokens: list[TokenRecord]) -> float:
-    total = 0.0
-    for tok in tokens:
-        lps = [lp for _, lp in tok.top] or [tok.logprob]
-        m = max(lps)
-        z = m + math.log(sum(math.exp(lp - m) for lp in lps))
-        k = len(lps)
-        total += -sum((lp - z) for lp in lps) / k - math.log(k)
-    return total / len(tokens)
+def self_certainty(tokens: Sequence[TokenRecord]) -> float:
+    """Mean per-token KL(uniform || p) over the full vocabulary (Kang et al. 2025)."""
+    values = [t.self_certainty for t in tokens]
+    if any(v is None for v in values):
+        raise ParameterError(
+            "these tokens carry no self-certainty (recorded before it was stored, schema < 3)"
+        )
+    return sum(v for v in values if v is not None) / len(values)
 
 
 class ConfidenceVerifier(Verifier):
@@ -46,6 +46,13 @@ class ConfidenceVerifier(Verifier):
         ParamSpec("scope", "choice", "path", "the whole path or only the node's step",
                   choices=("path", "step")),
     )
+
+    @classmethod
+    def domain_for(cls, options: Mapping[str, Any]) -> str:
+        """Log-probabilities and minus the mean entropy are log-domain (exp gives a value in
+        (0, 1]: a probability, an inverse perplexity); self-certainty is any real >= 0."""
+        measure = options.get("measure", "mean_logprob")
+        return "real" if measure == "self_certainty" else "log"
 
     def evaluate(
         self, engine: TreeEngine, node_id: int, ctx: SearchContext | None

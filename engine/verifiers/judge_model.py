@@ -2,7 +2,8 @@
 chain so far and is asked whether it is correct; the score is its P("Yes") / (P("Yes") +
 P("No")) for the next token (a generative verifier, Zhang et al. 2024, "Generative Verifiers:
 Reward Modeling as Next-Token Prediction"; here with an off-the-shelf chat model as judge).
-The policy model's context is not touched; the judge's tokens are counted separately."""
+The policy model's context is not touched; the judge's tokens go into the compute ledger
+with its score (and into the engine's `judge_model_tokens`)."""
 
 from __future__ import annotations
 
@@ -68,17 +69,16 @@ class JudgeModelVerifier(Verifier):
         tree = engine.tree
         problem = tree.session.prompt if tree.session is not None else ""
         text = self.options["prompt"].format(problem=problem, solution=tree.path_text(node_id))
-        ids = rt.tokenize(
-            rt.apply_chat_template([{"role": "user", "content": text}]),
-            add_special=True, parse_special=True,
-        )
+        ids = rt.prompt_token_ids(rt.chat_prompt([{"role": "user", "content": text}]))
         limit = rt.n_ctx - 1
         if len(ids) > limit:  # keep the end: the question and the latest steps
             ids = ids[-limit:]
         rt.clear_memory()
+        rt.abort_when(engine.is_cancelled)  # a Stop aborts the judge's decode like any other
         logits = rt.prefill(ids, 0, 0).astype(np.float64)
         rt.seq_remove(0)
         self.judge_tokens += len(ids)
+        engine.add_verifier_tokens(node_id, len(ids), other_model=True)  # the ledger
         p = np.exp(logits - logits.max())
         p /= p.sum()
         p_yes = float(sum(p[t] for t in self._ids(rt, "Yes")))

@@ -1,7 +1,8 @@
 """Program execution (program of thought): the Python program a chain wrote is run in the
-sandbox (`engine.sandbox`: separate process, CPU/memory/wall limits, empty temporary work
-dir, scrubbed environment, no network where the OS allows a network namespace) and its result
-is compared with the chain-of-thought answer of the same chain. Agreement scores 1, a
+sandbox (`engine.sandbox`: bubblewrap with no network and none of the user's files, CPU,
+memory, wall-clock and output limits; where there is no sandbox the run stops with
+SandboxUnavailableError unless the user opted in) and its result is compared with the
+chain-of-thought answer of the same chain. Agreement scores 1, a
 disagreement or a failed run 0 (Liang et al. 2024, "Improving LLM Reasoning through Scaling
 Inference Computation with Collaborative Verification"; Chen et al. 2022, "Program of
 Thoughts Prompting").
@@ -62,7 +63,8 @@ class ProgramVerifier(Verifier):
             cpu_s=self.options["cpu_s"], memory_mb=self.options["memory_mb"],
             wall_s=self.options["wall_s"],
         )
-        run = run_python(code, limits, guard=self.options["guard"])
+        # Stop kills the program and raises Cancelled, like a decode in flight
+        run = run_python(code, limits, guard=self.options["guard"], cancelled=engine.is_cancelled)
         result = run.value.strip("'\"") if run.value is not None else extract_answer(run.stdout)
         agree = run.status == "ok" and answers_match(result, cot_answer)
         detail = {

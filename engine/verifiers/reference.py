@@ -36,7 +36,7 @@ class ReferenceVerifier(Verifier):
     ) -> tuple[float, dict[str, Any]]:
         answer = (
             ctx.answer_of(node_id) if ctx is not None
-            else extract_answer(engine.tree.path_text(node_id))
+            else extract_answer(engine.tree.answer_text(node_id))
         )
         ok = answers_match(answer, self.gold)
         return (1.0 if ok else 0.0), {"answer": answer, "gold": self.gold}

@@ -36,8 +36,8 @@ class VoteShareVerifier(Verifier):
         else:
             tree = engine.tree
             chains = [n.id for n in tree.iter_nodes() if n.state == TERMINAL]
-            answers = [normalize_answer(extract_answer(tree.path_text(n))) for n in chains]
-            mine = normalize_answer(extract_answer(tree.path_text(node_id)))
+            answers = [normalize_answer(extract_answer(tree.answer_text(n))) for n in chains]
+            mine = normalize_answer(extract_answer(tree.answer_text(node_id)))
         answered = [a for a in answers if a is not None]
         if not answered:
             return self.options["empty"], {"finished": 0, "answer": mine}
