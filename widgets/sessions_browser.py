@@ -84,6 +84,8 @@ class SessionsBrowser(QWidget):
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.sig_refresh_requested)
         for b in (self.open_button, self.delete_button, self.compare_button, refresh):
+            # the style's 80 px minimum per button made the panel 360 px wide, too wide at 1024
+            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text()) + 16)
             buttons.addWidget(b)
         buttons.addStretch(1)
         self.db_label = QLabel()
