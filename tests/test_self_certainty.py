@@ -62,7 +62,8 @@ def test_the_confidence_verifier_averages_the_full_vocabulary_self_certainty(
     """Each recorded token's self-certainty is KL(U || p) of the distribution it was drawn
     from (re-derived here by teacher forcing), and the verifier's score is their mean."""
     outcome = run_search(runtime, RunSpec(
-        prompt=PROMPT, strategy="greedy", step=StepConfig(max_step_tokens=16, max_tokens=16),
+        prompt=PROMPT, strategy="greedy", strategy_options={"include_truncated": True},
+        step=StepConfig(max_step_tokens=16, max_tokens=16),  # the 16-token chain is truncated
     ))
     tree, leaf = outcome.tree, outcome.tree.answer_node
     assert leaf is not None and tree.session is not None

@@ -35,6 +35,22 @@ def test_chains_cut_at_six_tokens_do_not_vote(
     assert "all 4 chains were truncated (max_tokens x4)" in out["answer_reason"]
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "sampled", "first_finish", "mcts"])
+def test_single_answer_strategies_do_not_answer_from_a_cut_chain(
+    capsys: pytest.CaptureFixture[str], strategy: str
+) -> None:
+    """Greedy, sampled, first-finish and MCTS pick through the same aggregation: a chain cut at
+    6 tokens answers only when asked."""
+    out = _cli_json(capsys, "--strategy", strategy, "--max-tokens", "6")
+    assert out["answer"] is None
+    assert out["truncated"] >= 1
+    assert "truncated" in out["answer_reason"]
+    asked = _cli_json(capsys, "--strategy", strategy, "--max-tokens", "6",
+                      "--param", "include_truncated=true")
+    assert asked["answer"] is not None
+    assert asked["truncated"] >= 1
+
+
 def test_include_truncated_lets_them_vote(capsys: pytest.CaptureFixture[str]) -> None:
     out = _cli_json(capsys, "--strategy", "self_consistency", "--n", "4", "--max-tokens", "6",
                     "--param", "include_truncated=true")

@@ -196,23 +196,25 @@ def choose(
 
 
 def finish_with(
-    ctx: SearchContext, node: int | None, reason: str, votes: dict[str, float] | None = None
+    ctx: SearchContext, node: int | None, reason: str, votes: dict[str, float] | None = None,
+    *, truncated: int = 0,
 ) -> StrategyResult:
-    """Emit AnswerChosen for `node` (None: no answer) and build the result."""
+    """Emit AnswerChosen for `node` (None: no answer) and build the result; `truncated`
+    counts the truncated chains the strategy saw."""
     answer = ctx.answer_of(node) if node is not None else None
     ctx.engine.choose_answer(node, answer, reason=reason, votes=votes)
     return StrategyResult(
         answer=answer, answer_node=node,
         stopped_reason="early_exit" if ctx.stopped else "finished", votes=votes or {},
+        truncated=truncated,
     )
 
 
 def fallback_choice(
-    ctx: SearchContext, leaves: Sequence[int], *, include_truncated: bool = True
+    ctx: SearchContext, leaves: Sequence[int], *, include_truncated: bool
 ) -> StrategyResult:
     """No chain finished (stopped early, budget): the unpruned leaves are truncated chains;
-    the best-scored one answers when they may (the default of strategies without the
-    `include_truncated` param), else the answer is None."""
+    the best-scored one answers only with `include_truncated`, else the answer is None."""
     return choose(ctx, (), "best", include_truncated=include_truncated,
                   leaves=list(leaves) or [ctx.root])
 

@@ -12,6 +12,7 @@ from engine.strategies.base import (
     N_PARAM,
     Strategy,
     StrategyResult,
+    INCLUDE_TRUNCATED_PARAM,
     fallback_choice,
     finish_with,
     grow_open,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class FirstFinishStrategy(Strategy):
     name: ClassVar[str] = "first_finish"
     help: ClassVar[str] = "Sample n chains in parallel; answer with the first to finish."
-    params: ClassVar[tuple[ParamSpec, ...]] = (N_PARAM,)
+    params: ClassVar[tuple[ParamSpec, ...]] = (N_PARAM, INCLUDE_TRUNCATED_PARAM)
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)
@@ -52,7 +53,9 @@ class FirstFinishStrategy(Strategy):
         ffs = next(p for p in ctx.policies if isinstance(p, FirstFinishPolicy))
         leaves = grow_open(ctx, ctx.expand([ExpandRequest(ctx.root, self.options["n"])]))
         if ffs.first is None:
-            return fallback_choice(ctx, leaves)
+            return fallback_choice(
+                ctx, leaves, include_truncated=self.options["include_truncated"]
+            )
         return finish_with(
             ctx, ffs.first, f"first chain to finish ({ffs.first_tokens} tokens)"
         )

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from engine.strategies.base import (
+    INCLUDE_TRUNCATED_PARAM,
     Strategy,
     StrategyResult,
-    fallback_choice,
+    choose,
     finish_with,
     grow_open,
 )
@@ -17,21 +18,20 @@ from engine.strategies.params import ParamSpec
 from engine.tree_engine import ExpandRequest
 
 
-def single_chain(ctx: SearchContext) -> StrategyResult:
+def single_chain(ctx: SearchContext, *, include_truncated: bool) -> StrategyResult:
     firsts = ctx.expand([ExpandRequest(ctx.root)])
     if not firsts:
         return finish_with(ctx, None, "stopped before the first step")
     (leaf,) = grow_open(ctx, firsts)
-    if ctx.is_done(leaf):
-        return finish_with(ctx, leaf, "the only chain")
-    return fallback_choice(ctx, [leaf])
+    return choose(ctx, [leaf] if ctx.is_done(leaf) else [], "majority",
+                  include_truncated=include_truncated, leaves=[leaf])
 
 
 class GreedyStrategy(Strategy):
     name: ClassVar[str] = "greedy"
     help: ClassVar[str] = "One chain of thought decoded greedily (temperature 0), step by step."
-    params: ClassVar[tuple[ParamSpec, ...]] = ()
+    params: ClassVar[tuple[ParamSpec, ...]] = (INCLUDE_TRUNCATED_PARAM,)
     greedy: ClassVar[bool] = True
 
     def search(self, ctx: SearchContext) -> StrategyResult:
-        return single_chain(ctx)
+        return single_chain(ctx, include_truncated=self.options["include_truncated"])

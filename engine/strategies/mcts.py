@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from engine.strategies.base import (
+    INCLUDE_TRUNCATED_PARAM,
     Strategy,
     StrategyResult,
+    chain_candidates,
     fallback_choice,
     finish_with,
 )
@@ -51,6 +53,7 @@ class MCTSStrategy(Strategy):
         ParamSpec("children", "int", 2, "children per expanded node (M)", min=1, max=16),
         ParamSpec("c_uct", "float", 1.4, "UCT exploration constant", min=0.0, max=100.0),
         ParamSpec("rollout_steps", "int", 8, "maximum steps of one rollout", min=0, max=200),
+        INCLUDE_TRUNCATED_PARAM,
     )
 
     def __init__(self, **options: Any) -> None:
@@ -135,10 +138,16 @@ class MCTSStrategy(Strategy):
             if nid != ctx.root and ctx.engine.tree[nid].state == "done" and not self._node(nid).kids:
                 ctx.engine.release(nid)
         done = [d for d in ctx.done_chains() if d in self.stats]
+        truncated = [c.node_id for c in chain_candidates(ctx, done) if c.truncated]
+        if not self.options["include_truncated"]:
+            done = [d for d in done if d not in truncated]
         if not done:
             leaves = [n for n in self.stats if n != ctx.root and not self._node(n).kids]
-            return fallback_choice(ctx, leaves or [ctx.root])
+            return fallback_choice(
+                ctx, leaves or [ctx.root], include_truncated=self.options["include_truncated"]
+            )
         best = max(done, key=lambda d: (self._node(d).q, self._node(d).visits, -d))
         votes = {k: float(v) for k, v in ctx.votes(done).items()}
         s = self._node(best)
-        return finish_with(ctx, best, f"highest mean value Q={s.q:.4g} ({s.visits} visits)", votes)
+        return finish_with(ctx, best, f"highest mean value Q={s.q:.4g} ({s.visits} visits)", votes,
+                           truncated=len(truncated))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from engine.strategies.base import Strategy, StrategyResult
+from engine.strategies.base import INCLUDE_TRUNCATED_PARAM, Strategy, StrategyResult
 from engine.strategies.context import SearchContext
 from engine.strategies.greedy import single_chain
 from engine.strategies.params import ParamSpec
@@ -15,7 +15,7 @@ from engine.strategies.params import ParamSpec
 class SampledStrategy(Strategy):
     name: ClassVar[str] = "sampled"
     help: ClassVar[str] = "One chain of thought sampled with the session's sampling settings."
-    params: ClassVar[tuple[ParamSpec, ...]] = ()
+    params: ClassVar[tuple[ParamSpec, ...]] = (INCLUDE_TRUNCATED_PARAM,)
 
     def search(self, ctx: SearchContext) -> StrategyResult:
-        return single_chain(ctx)
+        return single_chain(ctx, include_truncated=self.options["include_truncated"])
