@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from app.commands import bench, catalogue, gui, models, run, sessions, sweep
+from engine import weight_format
 from engine.errors import ThoughtscopeError
 from engine.kernel_probe import ENV_MODE, MODES
 
@@ -29,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="llama.cpp's repacked/AMX weight kernels: auto (probe once per CPU and weight "
             "type, use them only where they are proven to work), on, or off (default: auto, "
             "or the saved setting)",
+        )
+        sub.choices[name].add_argument(
+            "--weights", choices=weight_format.MODES, default=None,
+            help="the weight format the engine runs: auto (measure the file as shipped against "
+            "its Q8_0 and F16 upcasts once per machine, run the fastest), original, q8_0 or f16 "
+            "(default: auto, or the saved setting)",
         )
     return parser
 
@@ -56,6 +63,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if getattr(args, "extra_buffers", None):
         # through the environment, so every model this process or its children load follows
         os.environ[ENV_MODE] = args.extra_buffers
+    if getattr(args, "weights", None):
+        os.environ[weight_format.ENV_MODE] = args.weights
+    weight_format.set_default_progress(_print_weights_progress)
     try:
         return func(args)
     except ThoughtscopeError as exc:
@@ -64,6 +74,11 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _print_weights_progress(fraction: float, message: str) -> None:
+    """Converting and measuring weight formats, on stderr (stdout stays for results)."""
+    print(f"weights: {message} ({fraction:.0%})", file=sys.stderr, flush=True)
 
 
 def _discard_stdout() -> None:

@@ -32,6 +32,7 @@ from engine.run_control import RunControl
 from engine.session import RunSpec, run_search, seq_slots_for
 from engine.strategies.base import grow_chains
 from engine.tree_engine import ExpandRequest, TreeEngine
+from engine.weight_format import requested_mode as requested_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class EngineController(QObject):
 
     sig_model_loading = Signal(str)  # path
     sig_model_loaded = Signal(dict)  # runtime.info()
+    sig_weights_progress = Signal(float, str)  # converting/measuring weight formats: fraction, what
     sig_vocabulary = Signal(list)  # token id -> piece text
     sig_run_started = Signal()
     sig_events_ready = Signal()
@@ -82,6 +84,7 @@ class EngineController(QObject):
         self._buffer_lock = threading.Lock()
         self._runtime: LlamaRuntime | None = None
         self._engine: TreeEngine | None = None  # kept after a search for branch/fork/edit
+        self._run_spec: RunSpec | None = None  # that search's spec
         self._live_engine: TreeEngine | None = None  # the engine whose events are flowing
         self._bus: EventBus | None = None
         self._store: Any = None  # the worker's own SessionStore (SQLite stays on its thread)
@@ -230,7 +233,8 @@ class EngineController(QObject):
             current is not None
             and Path(current.file.path) == path.expanduser().resolve()
             and current.kernel_path.mode == requested_mode()
-            and current.n_seq_max >= seq_slots
+            and current.weights.mode == requested_weights()
+            and current.base_layout.n_seq_max >= seq_slots
         ):
             return current
         self.sig_model_loading.emit(str(path))
@@ -241,7 +245,8 @@ class EngineController(QObject):
             current.close()
             self._runtime = None
         runtime = LlamaRuntime(
-            path, RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.threads, n_seq_max=seq_slots)
+            path, RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.threads, n_seq_max=seq_slots),
+            weights_progress=self.sig_weights_progress.emit,
         )
         self._runtime = runtime
         self.model_info = runtime.info()
@@ -296,6 +301,7 @@ class EngineController(QObject):
         log.info("search finished in %.2f s", time.perf_counter() - t0)
         # kept for branch/fork/edit unless the run was stopped before the prompt was decoded
         self._engine = outcome.engine if outcome.engine.root_id is not None else None
+        self._run_spec = spec  # its verifier scores what branch, fork and edit grow later
         self._note_kv(outcome.engine)  # cells released after the last event
         if self._recorder is not None:
             # kept open: branches, forks and rescores of this session are recorded too
@@ -327,14 +333,33 @@ class EngineController(QObject):
             raise ThoughtscopeError(
                 f"node {request.parent_id} ended its chain and cannot be branched"
             )
+        first_new = max(engine.tree.nodes) + 1
         try:
             new_ids = engine.expand([request], release_parents=False)
             grow_chains(engine, new_ids)
+            self._score_with_run_verifier(engine, first_new)
         except Cancelled:
             pass
         self._note_kv(engine)
         self._after_interaction()
         self.sig_run_finished.emit("interactive")
+
+    def _score_with_run_verifier(self, engine: TreeEngine, first_new: int) -> None:
+        """Score every node from `first_new` on with the run's verifier (the mean-logprob
+        confidence verifier when the run chose none, as the strategies do), so what a
+        branch, fork or edit grows is scored like the rest of the tree."""
+        from engine.verifiers import make_verifier
+
+        spec = self._run_spec
+        if spec is None:
+            return
+        verifier = make_verifier(spec.verifier or "confidence",
+                                 spec.verifier_options if spec.verifier else {}, spec.gold)
+        try:
+            for node_id in sorted(n for n in engine.tree.nodes if n >= first_new):
+                verifier.score(engine, node_id, None)
+        finally:
+            verifier.close()
 
     def _do_score(self, payload: dict[str, Any]) -> None:
         from engine.verifiers import make_verifier

@@ -2,6 +2,8 @@
 
 - max_stall_ms / p99_stall_ms: lateness of a 5 ms heartbeat timer on the GUI thread while a
   live best-of-N search runs on the default model (the real window, real worker thread).
+- live_tok_s / headless_tok_s / live_vs_headless: that search's speed in the window, and the
+  same search with no window on every core, in the same run.
 - render_5000_s: lay out and draw a 5,000-node tree (the canvas, fitted, painted to a pixmap).
 - open_2000_s: open a stored 2,000-node session from SQLite (load, replay, lay out, draw).
 - scrub_ms: mean time to jump to a random event of that session and redraw (max alongside).
@@ -181,25 +183,54 @@ def _live_stalls(
     guard.timeout.connect(loop.quit)
     guard.start(300_000)
     t0 = time.perf_counter()
+    cpu0 = time.thread_time()  # this (the GUI) thread's CPU time: what the window costs
     heartbeat.start()
     if not window.start_run():
         raise RuntimeError(f"the benchmark run did not start: {window.last_error}")
     loop.exec()
     heartbeat.stop()
     wall = time.perf_counter() - t0
+    gui_cpu = time.thread_time() - cpu0
     if window.last_error:
         raise RuntimeError(f"the benchmark run failed: {window.last_error}")
     gaps_ms = [(b - a) * 1000 - HEARTBEAT_MS for a, b in itertools.pairwise(beats)]
     stalls = [max(0.0, g) for g in gaps_ms] or [0.0]
+    live_tok_s = window.tree.tokens_generated / wall
+    headless = _headless(window)
     return {
+        **headless,
+        "live_vs_headless": round(live_tok_s / headless["headless_tok_s"], 3),
         "max_stall_ms": round(max(stalls), 2),
         "p99_stall_ms": round(_percentile(stalls, 0.99), 2),
         "heartbeats": len(beats),
         "live_run_s": round(wall, 2),
-        "live_tok_s": round(window.tree.tokens_generated / wall, 1),
+        "gui_thread_cpu_share": round(gui_cpu / wall, 3),
+        "live_tok_s": round(live_tok_s, 1),
         "live_nodes": len(window.tree),
         "live_tokens": window.tree.tokens_generated,
         "live_events": len(window.events),
+    }
+
+
+def _headless(window: Any) -> dict[str, Any]:
+    """The same search (the run panel's spec, the same model and weights) with no window: a
+    runtime of its own on every core, from the calling thread while the window is idle."""
+    from engine.llama_runtime import LlamaRuntime, RuntimeConfig
+    from engine.session import run_search
+
+    spec = window.build_spec()
+    path = window.current_model_path()
+    threads = os.cpu_count() or 1
+    config = RuntimeConfig(n_ctx=window.controller.n_ctx, n_seq_max=spec.seq_slots(),
+                           n_threads=threads)
+    with LlamaRuntime(path, config) as runtime:
+        t0 = time.perf_counter()
+        outcome = run_search(runtime, spec)
+        wall = time.perf_counter() - t0
+    return {
+        "headless_tok_s": round(outcome.tree.tokens_generated / wall, 1),
+        "headless_threads": threads,
+        "headless_tokens": outcome.tree.tokens_generated,
     }
 
 

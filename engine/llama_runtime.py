@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,21 @@ from engine.errors import Cancelled, ModelFileError, ParameterError
 from engine.kernel_probe import KernelPath, requested_mode, resolve_kernel_path
 from engine.llama_backend import init_backend
 from engine.model_files import ModelFileInfo, check_gguf, model_file_info
+from engine.run_control import RunControl
+from engine.weight_format import WeightsProgress, WorkingWeights, resolve_working_weights
+from engine.weight_format import requested_mode as requested_weights
+
+
+def _byte_flag_callback() -> Any:
+    """llama.cpp's abort callback as C code: libc's `strlen` over a two-byte buffer
+    [flag, NUL] returns 0 until the flag byte is set and 1 after, which is the callback's
+    `bool (*)(void * data)` contract (the C ABIs return a bool in the low byte of the return
+    register). llama.cpp calls the callback after every graph node, ~500 times a decode; a
+    Python callback there took the GIL each time, contending with the window's thread."""
+    libc = ctypes.cdll.msvcrt if sys.platform == "win32" else ctypes.CDLL(None)
+    address = ctypes.cast(libc.strlen, ctypes.c_void_p).value
+    assert address is not None
+    return llama.ggml_abort_callback(address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +53,9 @@ class RuntimeConfig:
     n_seq_max: int = 64
     n_batch: int = 512
     n_threads: int = 0  # 0 = all cores
+    kv_unified: bool = True  # see KVLayout; a run may switch layouts (LlamaRuntime.use_layout)
     extra_buffers: str | None = None  # auto | on | off; None = $THOUGHTSCOPE_EXTRA_BUFFERS, setting, auto
+    weights: str | None = None  # original | auto | q8_0 | f16; None = $THOUGHTSCOPE_WEIGHTS, setting, auto
 
     def validate(self) -> None:
         max_seq = int(llama.llama_max_parallel_sequences())
@@ -48,6 +66,20 @@ class RuntimeConfig:
         if self.n_batch < 1:
             raise ParameterError(f"n_batch must be >= 1, got {self.n_batch}")
         requested_mode(self.extra_buffers)
+        requested_weights(self.weights)
+
+
+@dataclass(frozen=True, slots=True)
+class KVLayout:
+    """How the context's KV cells are laid out. Unified: one buffer of `n_ctx` cells shared by
+    all `n_seq_max` sequences (a fork shares its prefix cells; every row attends over every
+    cell in use). Streams (`unified=False`): each sequence has its own n_ctx / n_seq_max
+    cells, a fork copies its prefix, and a row attends only over its own stream, so a step
+    costs rows x own cells instead of rows x all cells (wide searches sharing only the prompt)."""
+
+    n_ctx: int
+    n_seq_max: int
+    unified: bool = True
 
 
 @dataclass(slots=True)
@@ -71,7 +103,13 @@ class LlamaRuntime:
     # (an independent count the engine's compute ledger is checked against)
     tokens_decoded: int = 0
 
-    def __init__(self, model_path: str | Path, config: RuntimeConfig | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        config: RuntimeConfig | None = None,
+        *,
+        weights_progress: WeightsProgress | None = None,
+    ) -> None:
         self.config = config or RuntimeConfig()
         self.config.validate()
         path = Path(model_path).expanduser()
@@ -81,10 +119,17 @@ class LlamaRuntime:
         self._model: Any = None
         self._ctx: Any = None
         self._batch: Any = None
-        self.kernel_path: KernelPath = resolve_kernel_path(path, self.config.extra_buffers)
+        self._requested_layout: KVLayout | None = None
+        # the file the engine runs: the original or a measured upcast (engine/weight_format.py)
+        self.weights: WorkingWeights = resolve_working_weights(
+            path, self.config.weights, sha256=self.file.sha256,
+            extra_buffers=self.config.extra_buffers, progress=weights_progress,
+        )
+        work = Path(self.weights.path)
+        self.kernel_path: KernelPath = resolve_kernel_path(work, self.config.extra_buffers)
         model_params = llama.llama_model_default_params()
         model_params.use_extra_bufts = self.kernel_path.extra_buffers
-        self._model = llama.llama_model_load_from_file(str(path).encode(), model_params)
+        self._model = llama.llama_model_load_from_file(str(work).encode(), model_params)
         if not self._model:
             raise ModelFileError(
                 f"llama.cpp could not load the model (corrupt or unsupported GGUF): {path}"
@@ -92,33 +137,28 @@ class LlamaRuntime:
         self.vocab = llama.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(llama.llama_model_n_ctx_train(self._model))
-        n_ctx = self.config.n_ctx or min(8192, self.n_ctx_train or 8192)
-        self.n_batch = max(self.config.n_batch, self.config.n_seq_max)
-        threads = self.config.n_threads or (os.cpu_count() or 1)
-        ctx_params = llama.llama_context_default_params()
-        ctx_params.n_ctx = n_ctx
-        ctx_params.n_batch = self.n_batch
-        ctx_params.n_ubatch = self.n_batch
-        ctx_params.n_seq_max = self.config.n_seq_max
-        ctx_params.kv_unified = True
-        ctx_params.n_threads = threads
-        ctx_params.n_threads_batch = threads
-        ctx_params.no_perf = True
-        self._cancelled: Callable[[], bool] | None = None
-        self._abort_cb = llama.ggml_abort_callback(self._should_abort)
-        ctx_params.abort_callback = self._abort_cb
-        self._ctx = llama.llama_init_from_model(self._model, ctx_params)
-        if not self._ctx:
+        n_head = max(int(llama.llama_model_n_head(self._model)), 1)
+        n_embd_kv = (
+            int(llama.llama_model_n_embd(self._model)) * int(llama.llama_model_n_head_kv(self._model))
+            // n_head
+        )
+        # K and V in F16 for every layer: what one KV cell of one sequence costs
+        self.kv_bytes_per_cell = 2 * 2 * int(llama.llama_model_n_layer(self._model)) * n_embd_kv
+        self.n_threads = self.config.n_threads or (os.cpu_count() or 1)
+        self._abort_cb = _byte_flag_callback()
+        self._never = ctypes.create_string_buffer(2)  # the abort flag while no run is bound
+        self._abort_flag = self._never
+        self.n_ctx = self.n_ctx_seq = self.n_seq_max = self.n_batch = 0
+        self.kv_unified = True
+        self.base_layout = KVLayout(
+            self.config.n_ctx or min(8192, self.n_ctx_train or 8192), self.config.n_seq_max,
+            self.config.kv_unified,
+        )
+        try:
+            self.use_layout(self.base_layout)
+        except BaseException:
             self.close()
-            raise ModelFileError(
-                f"llama.cpp could not create a context of {n_ctx} tokens for {path.name}"
-            )
-        self.n_ctx = int(llama.llama_n_ctx(self._ctx))
-        self.n_batch = min(self.n_batch, int(llama.llama_n_batch(self._ctx)))
-        self.n_seq_max = int(llama.llama_n_seq_max(self._ctx))
-        self.n_threads = threads
-        self._mem = llama.llama_get_memory(self._ctx)
-        self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
+            raise
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._eog = np.array(
@@ -132,6 +172,50 @@ class LlamaRuntime:
         raw_template = llama.llama_model_chat_template(self._model, None)
         if raw_template:
             self.chat_template = raw_template.decode("utf-8", "replace")
+
+    # -- the context and its KV layout -----------------------------------------------------
+    def use_layout(self, layout: KVLayout) -> None:
+        """Give the model a context with `layout` (kept when it already has it). Only the
+        context is rebuilt (its KV cells are dropped); the model stays loaded."""
+        current = KVLayout(self.n_ctx, self.n_seq_max, self.kv_unified)
+        if self._ctx and layout in (current, self._requested_layout):
+            return
+        max_seq = int(llama.llama_max_parallel_sequences())
+        if not 1 <= layout.n_seq_max <= max_seq:
+            raise ParameterError(f"n_seq_max must be in [1, {max_seq}], got {layout.n_seq_max}")
+        if self._batch is not None:
+            llama.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama.llama_free(self._ctx)
+            self._ctx = None
+        n_batch = max(self.config.n_batch, layout.n_seq_max)
+        ctx_params = llama.llama_context_default_params()
+        ctx_params.n_ctx = layout.n_ctx
+        ctx_params.n_batch = n_batch
+        ctx_params.n_ubatch = n_batch
+        ctx_params.n_seq_max = layout.n_seq_max
+        ctx_params.kv_unified = layout.unified
+        ctx_params.n_threads = self.n_threads
+        ctx_params.n_threads_batch = self.n_threads
+        ctx_params.no_perf = True
+        ctx_params.abort_callback = self._abort_cb
+        ctx_params.abort_callback_data = ctypes.addressof(self._abort_flag)
+        self._ctx = llama.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            raise ModelFileError(
+                f"llama.cpp could not create a context of {layout.n_ctx} tokens "
+                f"({layout.n_seq_max} sequences, {'unified' if layout.unified else 'streams'}) "
+                f"for {Path(self.file.path).name}"
+            )
+        self._requested_layout = layout
+        self.n_ctx = int(llama.llama_n_ctx(self._ctx))
+        self.n_ctx_seq = int(llama.llama_n_ctx_seq(self._ctx))
+        self.n_batch = min(n_batch, int(llama.llama_n_batch(self._ctx)))
+        self.n_seq_max = int(llama.llama_n_seq_max(self._ctx))
+        self.kv_unified = layout.unified
+        self._mem = llama.llama_get_memory(self._ctx)
+        self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -163,23 +247,26 @@ class LlamaRuntime:
             "n_ctx": self.n_ctx,
             "n_ctx_train": self.n_ctx_train,
             "n_seq_max": self.n_seq_max,
+            "kv_unified": self.kv_unified,
+            "n_ctx_seq": self.n_ctx_seq,
             "n_threads": self.n_threads,
             "llama_cpp_python": llama.__version__,
             "kernel_path": self.kernel_path.to_dict(),
+            "weights": self.weights.to_dict(),
         }
 
     # -- abort --------------------------------------------------------------------------
-    def abort_when(self, cancelled: Callable[[], bool] | None) -> None:
-        """Make every llama_decode stop early, raising `Cancelled`, once `cancelled()` is
-        true (None: never). llama.cpp's abort callback polls it between graph nodes, so a
-        cancel from any thread stops the decode in flight within milliseconds."""
-        self._cancelled = cancelled
+    def abort_when(self, control: RunControl | None) -> None:
+        """Make every llama_decode stop early, raising `Cancelled`, once `control` is
+        cancelled (None: never). llama.cpp's abort callback reads the control's flag byte
+        between graph nodes, so a cancel from any thread stops the decode in flight within
+        milliseconds, and the check costs no Python call (see _byte_flag_callback)."""
+        self._abort_flag = control.abort_flag if control is not None else self._never
+        if self._ctx:
+            llama.llama_set_abort_callback(
+                self._ctx, self._abort_cb, ctypes.addressof(self._abort_flag)
+            )
 
-    def _should_abort(self, _data: object) -> bool:
-        cancelled = self._cancelled
-        return cancelled is not None and cancelled()
-
-    # -- vocabulary ---------------------------------------------------------------------
     def tokenize(
         self, text: str, *, add_special: bool = False, parse_special: bool = True
     ) -> list[int]:
@@ -288,17 +375,27 @@ class LlamaRuntime:
             raise ValueError(f"sequence id {seq} outside [0, {self.n_seq_max})")
 
     def seq_copy(self, src: int, dst: int) -> None:
-        """Share all of `src`'s cells with `dst` (no data is copied or re-decoded)."""
+        """Share all of `src`'s cells with `dst`: nothing is re-decoded; in the unified layout
+        nothing is copied either, across KV streams the stream's cells are copied."""
         self._check_seq(src)
         self._check_seq(dst)
         llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
 
     def seq_copy_range(self, src: int, dst: int, p0: int, p1: int) -> None:
-        """Share `src`'s cells in positions [p0, p1) with `dst`."""
+        """Share `src`'s cells in positions [p0, p1) with `dst` (an empty sequence). Across
+        KV streams llama.cpp copies only whole streams (a partial range aborts the process),
+        so there the whole stream is copied and the positions outside [p0, p1) removed."""
         self._check_seq(src)
         self._check_seq(dst)
-        if p1 > p0:
+        if p1 <= p0:
+            return
+        if self.kv_unified:
             llama.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+            return
+        llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        llama.llama_memory_seq_rm(self._mem, dst, p1, -1)
+        if p0 > 0:
+            llama.llama_memory_seq_rm(self._mem, dst, 0, p0)
 
     def seq_remove(self, seq: int, p0: int = -1, p1: int = -1) -> None:
         """Drop `seq` from cells in [p0, p1); a cell no sequence holds is free again."""
@@ -324,8 +421,8 @@ class LlamaRuntime:
         batch = self._batch
         batch.n_tokens = n
         for i, e in enumerate(entries):
-            if not 0 <= e.pos < self.n_ctx:
-                raise ValueError(f"position {e.pos} outside the context of {self.n_ctx}")
+            if not 0 <= e.pos < self.n_ctx_seq:
+                raise ValueError(f"position {e.pos} outside the context of {self.n_ctx_seq}")
             self._check_seq(e.seq)
             batch.token[i] = e.token
             batch.pos[i] = e.pos
@@ -369,7 +466,7 @@ class LlamaRuntime:
         the last token's logits."""
         if not tokens:
             raise ValueError("prefill needs at least one token")
-        if start_pos + len(tokens) > self.n_ctx:
+        if start_pos + len(tokens) > self.n_ctx_seq:
             raise ValueError("prefill past the end of the context")
         last: npt.NDArray[np.float32] | None = None
         for off in range(0, len(tokens), self.n_batch):

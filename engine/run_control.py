@@ -2,13 +2,14 @@
 
 The engine calls `checkpoint()` at every expansion boundary (pause/step/resume act there) and
 `check_cancelled()` between decodes. `cancelled` is the one flag every long call polls: the
-runtime's abort callback (so `cancel()` stops the llama_decode in flight, which then raises
-`Cancelled`) and the sandbox while a program runs. A plain object with no Qt, so strategies
+runtime's abort callback reads it as the byte `abort_flag` (so `cancel()` stops the
+llama_decode in flight, which then raises `Cancelled`) and the sandbox while a program runs. A plain object with no Qt, so strategies
 test without a GUI.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
 
 from engine.errors import Cancelled
@@ -21,6 +22,9 @@ class RunControl:
         self._steps_allowed = 0
         self._cancelled = False
         self.expansions = 0
+        # `cancelled` as one byte (then a NUL) that llama.cpp's abort callback reads in C, with
+        # no Python call and no GIL (LlamaRuntime.abort_when)
+        self.abort_flag = ctypes.create_string_buffer(2)
 
     # -- called from any thread ---------------------------------------------------------
     def pause(self) -> None:
@@ -44,6 +48,7 @@ class RunControl:
         """Stop the run; safe from any thread and from a signal handler (reentrant lock)."""
         with self._cond:
             self._cancelled = True
+            self.abort_flag[0] = b"\x01"
             self._cond.notify_all()
 
     @property

@@ -53,21 +53,41 @@ def sample_token(
     params: SamplingParams,
     rng: np.random.Generator,
     banned: npt.NDArray[np.bool_] | None = None,
+    *,
+    shifted: npt.NDArray[np.float32] | None = None,
+    exp_shifted: npt.NDArray[np.float32] | None = None,
 ) -> int:
     """Draw one token id from a logits row under `params` (filters in the order
-    top-k, min-p, top-p, as llama.cpp's default chain applies them)."""
-    if banned is not None:
-        logits = np.where(banned, np.float32(-np.inf), logits)
+    top-k, min-p, top-p, as llama.cpp's default chain applies them).
+
+    `shifted` (logits - max) and `exp_shifted` (its exp), when the caller has them from the
+    token metrics, save the pass that computes the weights: at temperature 1 the weights are
+    `exp_shifted` itself. Every filter is invariant to scaling the weights, so the shift by
+    the unbanned or the overall maximum draws the same token."""
     if params.is_greedy:
+        if banned is not None:
+            logits = np.where(banned, np.float32(-np.inf), logits)
         return int(np.argmax(logits))
-    z = (logits - logits.max()) * np.float32(1.0 / params.temperature)
-    p = np.exp(z)
+    p: npt.NDArray[np.float32] | None = None
+    if shifted is not None:
+        if params.temperature == 1.0 and exp_shifted is not None:
+            p = exp_shifted if banned is None else exp_shifted.copy()
+        else:
+            p = np.exp(shifted * np.float32(1.0 / params.temperature))
+        if banned is not None:
+            np.putmask(p, banned, np.float32(0.0))
+        if not p.max() > 0:  # every allowed weight underflowed below a banned maximum
+            p = None
+    if p is None:
+        if banned is not None:
+            logits = np.where(banned, np.float32(-np.inf), logits)
+        p = np.exp((logits - logits.max()) * np.float32(1.0 / params.temperature))
     if params.top_k > 0 and params.top_k < p.size:
         kth = np.partition(p, -params.top_k)[-params.top_k]
         p = np.where(p >= kth, p, np.float32(0.0))
     if params.min_p > 0:
         p = np.where(p >= params.min_p * p.max(), p, np.float32(0.0))
-    total = float(p.sum(dtype=np.float64))
+    total = float(p.sum())  # pairwise float32 sum: ~1e-7 relative
     if params.top_p < 1.0:
         # The nucleus is the shortest prefix of tokens by falling probability whose mass
         # reaches top_p. Once the tokens above a floor hold that mass, the nucleus lies

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.errors import Cancelled, ParameterError
 from engine.events import EventBus, SessionFinished
-from engine.llama_runtime import LlamaRuntime
+from engine.llama_runtime import KVLayout, LlamaRuntime
 from engine.policies import ExitPolicy, get_policy, make_policy
 from engine.run_control import RunControl
 from engine.sampling import SamplingParams
@@ -22,6 +22,8 @@ from engine.tree_engine import KV_MARGIN, StepConfig, TreeEngine
 from engine.verifiers import Verifier, get_verifier, make_verifier
 
 MAX_SEQ_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
+STREAMS_MIN_CHAINS = 16  # from this many independent chains on, one KV stream per chain
+STREAMS_MAX_KV_BYTES = 2 << 30  # the most KV memory the streams layout may take
 
 
 @dataclass(slots=True)
@@ -85,6 +87,31 @@ class RunSpec:
         strategy = get_strategy(self.strategy)(**self.strategy_options)
         return seq_slots_for(strategy.parallel_chains())
 
+    def kv_layout(self, runtime: LlamaRuntime, prompt_tokens: int) -> KVLayout:
+        """The KV layout this run decodes fastest in. A strategy whose chains share only the
+        prompt, with at least STREAMS_MIN_CHAINS of them, gets one KV stream per chain: in
+        the unified cache every row attends over every cell in use, so a step costs rows x
+        all cells and wide searches slow down more than linearly; in streams each row reads
+        only its own prefix copy. Streams cost the prompt once per chain, so they are used
+        only while their KV fits STREAMS_MAX_KV_BYTES (or the runtime's own layout's size),
+        and only for a run that fits the runtime's own context (the layout changes the speed,
+        never which runs are refused). Otherwise, and for every tree search, the runtime's own
+        layout (unified)."""
+        base = runtime.base_layout
+        strategy = get_strategy(self.strategy)(**self.strategy_options)
+        chains = strategy.parallel_chains()
+        if not base.unified or not strategy.shares_only_prompt or chains < STREAMS_MIN_CHAINS:
+            return base
+        if chains * self.step.max_tokens + prompt_tokens > base.n_ctx - KV_MARGIN:
+            return base  # does not fit the runtime's context: check_fits says so, as ever
+        n_seq = chains + 2  # one per chain, the prompt's, one for a judge or probe fork
+        per_seq = -(-(prompt_tokens + self.step.max_tokens + KV_MARGIN) // 256) * 256
+        n_ctx = n_seq * per_seq
+        budget = max(STREAMS_MAX_KV_BYTES, base.n_ctx * runtime.kv_bytes_per_cell)
+        if n_seq > MAX_SEQ_SLOTS or n_ctx * runtime.kv_bytes_per_cell > budget:
+            return base
+        return KVLayout(n_ctx, n_seq, unified=False)
+
     def check_fits(self, runtime: LlamaRuntime) -> None:
         """Before the run: n parallel chains of max_tokens each, the prompt and the sequence
         slots they need must fit the runtime's context; a one-line error when they do not."""
@@ -93,6 +120,11 @@ class RunSpec:
         prompt = len(chat_prompt_ids(runtime, self.prompt, self.system, self.thinking))
         need = chains * self.step.max_tokens + prompt
         room = runtime.n_ctx - KV_MARGIN
+        if not runtime.kv_unified and prompt + self.step.max_tokens > runtime.n_ctx_seq - 1:
+            raise ParameterError(
+                f"a {prompt}-token prompt + {self.step.max_tokens} tokens does not fit one KV "
+                f"stream of {runtime.n_ctx_seq} cells; lower --max-tokens"
+            )
         if need > room:
             raise ParameterError(
                 f"{chains} chains x {self.step.max_tokens} tokens + a {prompt}-token prompt = "
@@ -150,6 +182,8 @@ def run_search(
     so a caller can read the engine's live figures (`cells_used`, `stats()`) from its event
     listener while the search runs (on this thread: the engine is not thread-safe)."""
     spec.validate()
+    prompt_tokens = len(chat_prompt_ids(runtime, spec.prompt, spec.system, spec.thinking))
+    runtime.use_layout(spec.kv_layout(runtime, prompt_tokens))
     spec.check_fits(runtime)
     strategy, verifier, policies, oracle = spec.build()
     sampling = replace(spec.sampling, greedy=True) if strategy.greedy else spec.sampling

@@ -31,7 +31,8 @@ _TOP_WINDOWS = (3.0, 9.0, 16.0)  # nats below the max logit, tried in turn befor
 
 @dataclass(slots=True)
 class DistributionStats:
-    """Metrics of each row's distribution (model temperature 1)."""
+    """Metrics of each row's distribution (model temperature 1). `shifted` (z - max z, float32)
+    and `exp_shifted` (its exp) are kept so the sampler reuses them instead of another pass."""
 
     log_z: npt.NDArray[np.float64]  # log partition of the shifted logits
     row_max: npt.NDArray[np.float32]
@@ -41,6 +42,8 @@ class DistributionStats:
     token_confidence: npt.NDArray[np.float64]
     top_ids: list[list[int]]
     top_logprobs: list[list[float]]
+    shifted: npt.NDArray[np.float32]
+    exp_shifted: npt.NDArray[np.float32]
 
     def logprob(self, logits: npt.NDArray[np.float32], row: int, token: int) -> float:
         return float(logits[row, token] - self.row_max[row] - self.log_z[row])
@@ -50,25 +53,32 @@ def distribution_stats(
     logits: npt.NDArray[np.float32], top_k: int = TOP_K, confidence_k: int = CONFIDENCE_K
 ) -> DistributionStats:
     """Entropy, varentropy, self-certainty, token confidence and top-k of each row of a
-    (rows, vocab) logits matrix."""
-    n_vocab = logits.shape[1]
+    (rows, vocab) logits matrix.
+
+    Float32 throughout, with numpy's pairwise row sums (error ~ log2(V) ulp, about 1e-7 of
+    the entropy here, against 1e-8 for float64 sums at 2.4x the time): one exp pass and five
+    cheap passes over the matrix, which is most of the engine's per-token work."""
+    n_rows, n_vocab = logits.shape
     row_max = logits.max(axis=1)
     shifted = logits - row_max[:, None]
     e = np.exp(shifted)
-    z = e.sum(axis=1, dtype=np.float64)
-    es = e * shifted
-    m1 = es.sum(axis=1, dtype=np.float64) / z
-    m2 = np.einsum("ij,ij->i", es, shifted, dtype=np.float64) / z
+    z = e.sum(axis=1).astype(np.float64)
+    work = e * shifted
+    m1 = work.sum(axis=1).astype(np.float64) / z
+    work *= shifted
+    m2 = work.sum(axis=1).astype(np.float64) / z
     log_z = np.log(z)
     entropy = log_z - m1
     varentropy = np.maximum(m2 - m1 * m1, 0.0)
-    self_certainty = log_z - shifted.mean(axis=1, dtype=np.float64) - math.log(n_vocab)
+    self_certainty = (
+        log_z - shifted.sum(axis=1).astype(np.float64) / n_vocab - math.log(n_vocab)
+    )
     need = min(max(top_k, confidence_k), n_vocab)
     k_conf = min(confidence_k, n_vocab)
-    token_confidence = np.empty(logits.shape[0], dtype=np.float64)
+    token_confidence = np.empty(n_rows, dtype=np.float64)
     top_ids: list[list[int]] = []
     top_lps: list[list[float]] = []
-    for r in range(logits.shape[0]):
+    for r in range(n_rows):
         row = shifted[r]
         cand = None
         for window in _TOP_WINDOWS:
@@ -84,10 +94,11 @@ def distribution_stats(
         order = np.argsort(-vals, kind="stable")[:need]
         best = vals[order]
         token_confidence[r] = log_z[r] - float(best[:k_conf].astype(np.float64).mean())
-        top_ids.append([int(i) for i in cand[order[:top_k]]])
-        top_lps.append([float(v) for v in best[:top_k] - log_z[r]])
+        top_ids.append(cand[order[:top_k]].tolist())
+        top_lps.append((best[:top_k] - log_z[r]).tolist())
     return DistributionStats(
-        log_z, row_max, entropy, varentropy, self_certainty, token_confidence, top_ids, top_lps
+        log_z, row_max, entropy, varentropy, self_certainty, token_confidence, top_ids, top_lps,
+        shifted, e,
     )
 
 

@@ -162,8 +162,7 @@ class TreeEngine:
         self.bus = bus or EventBus()
         self.tree = TreeModel()
         self.bus.subscribe(self.tree.apply)
-        self.control = control or RunControl()
-        runtime.abort_when(self.is_cancelled)
+        self.control = control or RunControl()  # binds the runtime's abort flag too
         self._kv: dict[int, _NodeKV] = {}
         self._free_seqs: list[int] = list(range(runtime.n_seq_max))
         heapq.heapify(self._free_seqs)
@@ -186,6 +185,18 @@ class TreeEngine:
         self.root_id: int | None = None
         self._started = 0.0
         self._banned = runtime.eog_mask if self.step.ban_eog else None
+
+    @property
+    def control(self) -> RunControl:
+        """The run's pause/step/cancel control. Setting it (the window swaps in a new one for
+        each branch, fork or score command) binds the runtime's abort flag to it, so Stop
+        aborts that command's decodes."""
+        return self._control
+
+    @control.setter
+    def control(self, control: RunControl) -> None:
+        self._control = control
+        self.runtime.abort_when(control)
 
     def is_cancelled(self) -> bool:
         """Whether the run was stopped. Every long call polls it: the runtime's abort callback
@@ -528,6 +539,7 @@ class TreeEngine:
                         depth=self.tree[parent.node_id].depth + 1,
                         origin=r.origin,
                         reused_tokens=parent.end,
+                        forced_tokens=len(r.forced_tokens or ()),
                     )
                 )
                 if seq is None:
@@ -583,7 +595,7 @@ class TreeEngine:
             self.control.check_cancelled()
             room = self.runtime.n_ctx - KV_MARGIN - self.cells_used
             for g in live:
-                if room <= 0 or g.kv.end > self.runtime.n_ctx - 1:
+                if room <= 0 or g.kv.end > self.runtime.n_ctx_seq - 1:
                     g.ended, g.terminal = "context_full", True
                 else:
                     room -= 1
@@ -643,7 +655,8 @@ class TreeEngine:
             token = g.forced.pop(0)
         else:
             params = _GREEDY if g.greedy else self.sampling
-            token = sample_token(logits[row], params, g.rng, self._banned)
+            token = sample_token(logits[row], params, g.rng, self._banned,
+                                 shifted=stats.shifted[row], exp_shifted=stats.exp_shifted[row])
         kv = g.kv
         kv.token_ids.append(token)
         kv.path_generated += 1
@@ -651,7 +664,7 @@ class TreeEngine:
         piece = self.runtime.token_bytes(token)
         eog = self.runtime.is_eog(token)
         at_end = (
-            eog or kv.path_generated >= self.step.max_tokens or kv.end >= self.runtime.n_ctx - 1
+            eog or kv.path_generated >= self.step.max_tokens or kv.end >= self.runtime.n_ctx_seq - 1
         )
         text = g.decoder.decode(b"" if eog else piece, final=at_end)
         record = TokenRecord(
@@ -680,7 +693,7 @@ class TreeEngine:
             g.ended = "delimiter"
         elif len(kv.token_ids) >= self.step.max_step_tokens:
             g.ended = "step_cap"
-        elif kv.end >= self.runtime.n_ctx - 1:
+        elif kv.end >= self.runtime.n_ctx_seq - 1:
             g.ended, g.terminal = "context_full", True
 
     def _delimited(self, text: str, before: int) -> bool:
@@ -803,7 +816,7 @@ class TreeEngine:
         if not suffix_ids:
             raise ParameterError("the judge suffix is empty")
         self._ensure_ready([kv])
-        if not self._room(len(suffix_ids)) or kv.end + len(suffix_ids) >= self.runtime.n_ctx:
+        if not self._room(len(suffix_ids)) or kv.end + len(suffix_ids) >= self.runtime.n_ctx_seq:
             raise _ContextFull()
         tmp = self._alloc_seq()
         if tmp is None:
@@ -842,7 +855,7 @@ class TreeEngine:
             raise ParameterError("the probe suffix is empty")
         self._ensure_ready([kv])
         need = len(suffix_ids) + max_new_tokens
-        if not self._room(need) or kv.end + need >= self.runtime.n_ctx:
+        if not self._room(need) or kv.end + need >= self.runtime.n_ctx_seq:
             raise _ContextFull()
         tmp = self._alloc_seq()
         if tmp is None:

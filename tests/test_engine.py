@@ -320,9 +320,9 @@ def test_abort_stops_a_decode_in_flight(runtime: LlamaRuntime) -> None:
     runtime.prefill(tokens, seq, 0)
     full = time.perf_counter() - t0
     runtime.seq_remove(seq)
-    stop = threading.Event()
-    runtime.abort_when(stop.is_set)
-    timer = threading.Timer(full / 4, stop.set)
+    stop = RunControl()
+    runtime.abort_when(stop)
+    timer = threading.Timer(full / 4, stop.cancel)
     timer.start()
     t0 = time.perf_counter()
     try:

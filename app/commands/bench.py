@@ -42,7 +42,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from app.gui_bench import run_gui_bench
 
         print(
-            json.dumps(run_gui_bench(args.model, quick=args.quick), indent=None if args.json else 2)
+            json.dumps(run_gui_bench(args.model, quick=args.quick,
+                                     engine_threads=args.engine_threads),
+                       indent=None if args.json else 2)
         )
         return 0
     from engine.bench import run_engine_bench
@@ -53,6 +55,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         resolve_model_path(args.model),
         quick=args.quick,
         progress=not args.json,
+        width=args.width or not args.quick,
         extra=lambda runtime: measure_store(runtime, quick=args.quick),
     )
     print(json.dumps(result, indent=None if args.json else 2))
@@ -75,6 +78,15 @@ def register(sub: Any) -> None:
         action="store_true",
         help="sweep throughput with the default workers against one process, and the time "
         "to open a 500-session sweep report",
+    )
+    p.add_argument(
+        "--engine-threads", type=int, default=None, metavar="N",
+        help="with --gui: llama.cpp threads of the window's engine (default: the window's)",
+    )
+    p.add_argument(
+        "--width", action="store_true",
+        help="also best-of-N tok/s at n = 32, 128 and 254 with 64-token chains (KV streams "
+        "against one unified cache)",
     )
     p.add_argument("--model", help="GGUF model file (default: SmolLM2-135M)")
     p.set_defaults(func=cmd_bench)

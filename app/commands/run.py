@@ -209,6 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcome.tree.answer_event.reason if outcome.tree.answer_event is not None else None
         ),
         "kernel_path": runtime.kernel_path.to_dict(),
+        # both files: the original the user named and the one llama.cpp ran (weight_format)
+        "model": {"path": runtime.file.path, "sha256": runtime.file.sha256, "name": runtime.file.name},
+        "weights": runtime.weights.to_dict(),
     }
     if spec.gold is not None:
         from engine.answers import answers_match, extract_gold

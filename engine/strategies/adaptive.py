@@ -56,6 +56,7 @@ class AdaptiveStrategy(Strategy):
         "Draw samples in batches until the answer distribution or a self-evaluation says "
         "more will not help; prune weak samples mid-generation."
     )
+    shares_only_prompt: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (
         ParamSpec("n", "int", 8, "maximum samples", min=1, max=256),
         ParamSpec("batch", "int", 2, "samples drawn per round", min=1, max=64),

@@ -62,6 +62,10 @@ class Strategy(ABC):
     ) -> None:
         self.verifier, self.policies, self.oracle = verifier, tuple(policies), oracle
 
+    # True when the branches share only the prompt (independent samples from the root): the
+    # run may then give each chain its own KV stream (engine.session.RunSpec.kv_layout)
+    shares_only_prompt: ClassVar[bool] = False
+
     def parallel_chains(self) -> int:
         """How many chains can hold KV cells at once (the context check): n for strategies
         whose `n` is the samples / branches budget, else 1."""

@@ -26,6 +26,7 @@ from engine.tree_engine import ExpandRequest
 class BestOfNStrategy(Strategy):
     name: ClassVar[str] = "best_of_n"
     help: ClassVar[str] = "Sample N chains in parallel and answer with the highest-scoring one."
+    shares_only_prompt: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (N_PARAM, INCLUDE_TRUNCATED_PARAM)
 
     def search(self, ctx: SearchContext) -> StrategyResult:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from engine.strategies.base import (
+    INCLUDE_TRUNCATED_PARAM,
     N_PARAM,
     Strategy,
     StrategyResult,
-    INCLUDE_TRUNCATED_PARAM,
     fallback_choice,
     finish_with,
     grow_open,
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 class FirstFinishStrategy(Strategy):
     name: ClassVar[str] = "first_finish"
     help: ClassVar[str] = "Sample n chains in parallel; answer with the first to finish."
+    shares_only_prompt: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (N_PARAM, INCLUDE_TRUNCATED_PARAM)
 
     def __init__(self, **options: object) -> None:

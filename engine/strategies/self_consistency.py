@@ -30,6 +30,7 @@ class SelfConsistencyStrategy(Strategy):
         "Sample N chains; answer by majority vote, a verifier-weighted vote or another "
         "aggregation."
     )
+    shares_only_prompt: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (
         N_PARAM,
         aggregate_param("majority"),

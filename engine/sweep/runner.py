@@ -23,6 +23,7 @@ from engine.events import Event, EventBus
 from engine.llama_runtime import LlamaRuntime, RuntimeConfig
 from engine.model_files import model_file_info
 from engine.rescore import candidates
+from engine.run_control import RunControl
 from engine.session import run_search
 from engine.sweep.results import RunResult, worker_name
 from engine.sweep.spec import RunTask
@@ -50,16 +51,19 @@ def chain_figures(
     return len(pool), correct, answers_match(decision.answer, gold)
 
 
-def execute(runtime: LlamaRuntime, task: RunTask) -> RunResult:
+def execute(
+    runtime: LlamaRuntime, task: RunTask, *, control: RunControl | None = None
+) -> RunResult:
     """Run `task` on `runtime`; a ThoughtscopeError (a run that cannot be done as asked)
-    comes back as a failed result, anything else propagates (a bug)."""
+    comes back as a failed result, anything else propagates (a bug). `control` cancels the
+    run in flight (its session then ends `cancelled`: the caller must not record it)."""
     result = RunResult(task.problem, task.config, task.seed, worker=worker_name())
     events: list[Event] = []
     bus = EventBus()
     bus.subscribe(events.append)
     t0 = time.perf_counter()
     try:
-        outcome = run_search(runtime, task.spec, bus=bus)
+        outcome = run_search(runtime, task.spec, bus=bus, control=control)
     except ThoughtscopeError as error:
         result.error = str(error)
         result.wall_s = time.perf_counter() - t0
@@ -124,16 +128,17 @@ class Worker:
             ),
         )
 
-    def run(self, task: RunTask) -> RunResult:
+    def run(self, task: RunTask, control: RunControl | None = None) -> RunResult:
         try:
-            return execute(self.runtime, task)
+            return execute(self.runtime, task, control=control)
         except Exception as error:  # a bug in one run must not end the sweep
             return RunResult(task.problem, task.config, task.seed, worker=worker_name(),
                              error=describe_failure(error))
 
     def info(self) -> dict[str, Any]:
         return {"worker": worker_name(), "threads": self.runtime.n_threads,
-                "n_ctx": self.runtime.n_ctx, "kernel_path": self.runtime.kernel_path.label}
+                "n_ctx": self.runtime.n_ctx, "kernel_path": self.runtime.kernel_path.label,
+                "weights": self.runtime.weights.label}
 
     def close(self) -> None:
         self.runtime.close()

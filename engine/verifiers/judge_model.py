@@ -74,7 +74,7 @@ class JudgeModelVerifier(Verifier):
         if len(ids) > limit:  # keep the end: the question and the latest steps
             ids = ids[-limit:]
         rt.clear_memory()
-        rt.abort_when(engine.is_cancelled)  # a Stop aborts the judge's decode like any other
+        rt.abort_when(engine.control)  # a Stop aborts the judge's decode like any other
         logits = rt.prefill(ids, 0, 0).astype(np.float64)
         rt.seq_remove(0)
         self.judge_tokens += len(ids)
