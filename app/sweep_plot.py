@@ -1,5 +1,6 @@
 """The sweep report drawn: accuracy against tokens per problem (log x, 95% intervals, the
-compute-optimal frontier) and coverage@k against k, as SVG, PNG or PDF.
+compute-optimal frontier) and coverage@k against k, as SVG, PNG or PDF; a second sweep can
+be drawn dashed on the same axes (the window's "compare with").
 
 `thoughtscope sweep-report ID --plot FILE` calls `export_sweep_plot`; it paints with
 QPainter on an offscreen QGuiApplication and writes through the tree diagrams' writer
@@ -114,10 +115,18 @@ def _marker(painter: QPainter, at: QPointF, color: QColor, frontier: bool) -> No
     painter.drawEllipse(at, radius, radius)
 
 
-def _paint_accuracy(painter: QPainter, report: SweepReport, rect: QRectF,
+def _line_pen(color: QColor, dashed: bool, width: float = 1.6) -> QPen:
+    return QPen(color, width, Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+
+
+def _paint_accuracy(painter: QPainter, reports: Sequence[SweepReport], rect: QRectF,
                     colors: dict[str, QColor]) -> None:
-    graded = [c for c in report.configs
-              if c.accuracy is not None and c.tokens_per_problem is not None]
+    """Accuracy against tokens for each report: the first solid, a compared one dashed (its
+    points hollow); the compute-optimal frontier is the first report's."""
+    graded_by = [[c for c in r.configs
+                  if c.accuracy is not None and c.tokens_per_problem is not None]
+                 for r in reports]
+    graded = [c for g in graded_by for c in g]
     if not graded:
         axes = _Axes(rect, (1, 10), (0, 1), log_x=True)
         _frame(painter, axes, "Accuracy against compute", "tokens per problem (log)",
@@ -134,7 +143,8 @@ def _paint_accuracy(painter: QPainter, report: SweepReport, rect: QRectF,
            "tokens decoded per problem (log scale; verifier calls included)", "accuracy")
     decades = range(round(math.log10(x0)), round(math.log10(x1)) + 1)
     _x_ticks(painter, axes, [10.0**d for d in decades], [f"{10**d:,}" for d in decades])
-    frontier = sorted((c for c in graded if c.frontier), key=lambda c: c.tokens_per_problem or 0)
+    frontier = sorted((c for c in graded_by[0] if c.frontier),
+                      key=lambda c: c.tokens_per_problem or 0)
     if len(frontier) > 1:
         pen = QPen(QColor("#000000"), 1.2, Qt.PenStyle.DashLine)
         painter.setPen(pen)
@@ -143,61 +153,76 @@ def _paint_accuracy(painter: QPainter, report: SweepReport, rect: QRectF,
             path.lineTo(axes.point(c.tokens_per_problem or 1, c.accuracy or 0))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(path)
-    for strategy, color in colors.items():
-        mine = sorted((c for c in graded if c.strategy == strategy), key=lambda c: c.budget)
-        if len(mine) > 1:
-            painter.setPen(QPen(color, 1.6))
-            for a, b in itertools.pairwise(mine):
-                painter.drawLine(axes.point(a.tokens_per_problem or 1, a.accuracy or 0),
-                                 axes.point(b.tokens_per_problem or 1, b.accuracy or 0))
-        for c in mine:
-            at = axes.point(c.tokens_per_problem or 1, c.accuracy or 0)
-            if c.accuracy_ci is not None:
-                lo = axes.point(c.tokens_per_problem or 1, c.accuracy_ci[0])
-                hi = axes.point(c.tokens_per_problem or 1, c.accuracy_ci[1])
-                painter.setPen(QPen(color, 1.0))
-                painter.drawLine(lo, hi)
-                painter.drawLine(QPointF(lo.x() - 3, lo.y()), QPointF(lo.x() + 3, lo.y()))
-                painter.drawLine(QPointF(hi.x() - 3, hi.y()), QPointF(hi.x() + 3, hi.y()))
-            _marker(painter, at, color, c.frontier)
-            if c.n is not None:
-                painter.save()
-                small = QFont(painter.font())
-                small.setPointSizeF(max(6.0, small.pointSizeF() * 0.8))
-                painter.setFont(small)
-                painter.setPen(QColor("#303030"))
-                painter.drawText(QPointF(at.x() + 6, at.y() - 6), f"n={c.n}")
-                painter.restore()
+    for index, configs in enumerate(graded_by):
+        dashed = index > 0
+        for strategy, color in colors.items():
+            mine = sorted((c for c in configs if c.strategy == strategy), key=lambda c: c.budget)
+            if len(mine) > 1:
+                painter.setPen(_line_pen(color, dashed))
+                for a, b in itertools.pairwise(mine):
+                    painter.drawLine(axes.point(a.tokens_per_problem or 1, a.accuracy or 0),
+                                     axes.point(b.tokens_per_problem or 1, b.accuracy or 0))
+            for c in mine:
+                at = axes.point(c.tokens_per_problem or 1, c.accuracy or 0)
+                if c.accuracy_ci is not None:
+                    lo = axes.point(c.tokens_per_problem or 1, c.accuracy_ci[0])
+                    hi = axes.point(c.tokens_per_problem or 1, c.accuracy_ci[1])
+                    painter.setPen(_line_pen(color, dashed, 1.0))
+                    painter.drawLine(lo, hi)
+                    painter.drawLine(QPointF(lo.x() - 3, lo.y()), QPointF(lo.x() + 3, lo.y()))
+                    painter.drawLine(QPointF(hi.x() - 3, hi.y()), QPointF(hi.x() + 3, hi.y()))
+                if dashed:  # a compared sweep's points are hollow
+                    painter.setPen(QPen(color, 1.6))
+                    painter.setBrush(QBrush(QColor("#ffffff")))
+                    painter.drawEllipse(at, 3.8, 3.8)
+                else:
+                    _marker(painter, at, color, c.frontier)
+                if c.n is not None:
+                    painter.save()
+                    small = QFont(painter.font())
+                    small.setPointSizeF(max(6.0, small.pointSizeF() * 0.8))
+                    painter.setFont(small)
+                    painter.setPen(QColor("#303030"))
+                    painter.drawText(QPointF(at.x() + 6, at.y() - 6), f"n={c.n}")
+                    painter.restore()
 
 
-def _paint_coverage(painter: QPainter, report: SweepReport, rect: QRectF,
-                    colors: dict[str, QColor]) -> None:
-    # each strategy's widest configuration: coverage@k for k = 1..n
+def widest_configs(report: SweepReport) -> dict[str, ConfigReport]:
+    """Each strategy's widest configuration with coverage figures: its coverage@k for
+    k = 1..n is the strategy's coverage curve."""
     widest: dict[str, ConfigReport] = {}
     for c in report.configs:
         if c.coverage_at_k and (c.strategy not in widest or c.budget > widest[c.strategy].budget):
             widest[c.strategy] = c
-    top_k = max((c.budget for c in widest.values()), default=1)
+    return widest
+
+
+def _paint_coverage(painter: QPainter, reports: Sequence[SweepReport], rect: QRectF,
+                    colors: dict[str, QColor]) -> None:
+    curves = [widest_configs(r) for r in reports]
+    top_k = max((c.budget for w in curves for c in w.values()), default=1)
     axes = _Axes(rect, (1, max(2, top_k)), (0.0, 1.0), log_x=True)
     _frame(painter, axes, "Coverage@k (pass@k, Chen et al. 2021)",
            "k: chains sampled (log scale)", "coverage")
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if k <= max(2, top_k)]
     _x_ticks(painter, axes, ks, [str(k) for k in ks])
-    if not widest:
+    if not any(curves):
         painter.drawText(rect, int(Qt.AlignmentFlag.AlignCenter), "coverage n/a")
         return
-    for strategy, c in widest.items():
-        color = colors[strategy]
-        points = [axes.point(k, v) for k, v in sorted(c.coverage_at_k.items())]
-        painter.setPen(QPen(color, 1.6))
-        for a, b in itertools.pairwise(points):
-            painter.drawLine(a, b)
-        painter.setBrush(QBrush(color))
-        for p in points:
-            painter.drawEllipse(p, 2.5, 2.5)
+    for index, widest in enumerate(curves):
+        for strategy, c in widest.items():
+            color = colors[strategy]
+            points = [axes.point(k, v) for k, v in sorted(c.coverage_at_k.items())]
+            painter.setPen(_line_pen(color, index > 0))
+            for a, b in itertools.pairwise(points):
+                painter.drawLine(a, b)
+            painter.setBrush(QBrush(QColor("#ffffff") if index > 0 else color))
+            for p in points:
+                painter.drawEllipse(p, 2.5, 2.5)
 
 
-def _paint_legend(painter: QPainter, report: SweepReport, colors: dict[str, QColor]) -> None:
+def _paint_legend(painter: QPainter, reports: Sequence[SweepReport],
+                  colors: dict[str, QColor]) -> None:
     x, y = MARGIN_L, HEIGHT - 30.0
     for strategy, color in colors.items():
         painter.setPen(QPen(color, 2.0))
@@ -211,36 +236,48 @@ def _paint_legend(painter: QPainter, report: SweepReport, colors: dict[str, QCol
     painter.drawLine(QPointF(x, y), QPointF(x + 18, y))
     painter.setPen(QColor("#202020"))
     painter.drawText(QPointF(x + 24, y + 4), "compute-optimal frontier (outlined points)")
-    s = report.sweep
-    painter.drawText(QRectF(MARGIN_L, 8, WIDTH - MARGIN_L - MARGIN_R, 18),
-                     int(Qt.AlignmentFlag.AlignLeft),
-                     f"sweep {s.id}: {s.name} — {s.done}/{s.runs} runs, {s.problems} problems")
+    for index, report in enumerate(reports):
+        s = report.sweep
+        line = f"sweep {s.id}: {s.name} — {s.done}/{s.runs} runs, {s.problems} problems"
+        if len(reports) > 1:
+            line = ("solid: " if index == 0 else "dashed, hollow points: ") + line
+        painter.drawText(QRectF(MARGIN_L, 8 + 16 * index, WIDTH - MARGIN_L - MARGIN_R, 18),
+                         int(Qt.AlignmentFlag.AlignLeft), line)
 
 
-def paint_sweep_plot(painter: QPainter, report: SweepReport) -> None:
+def paint_sweep_plot(
+    painter: QPainter, report: SweepReport, compare: SweepReport | None = None
+) -> None:
+    """Both panels of `report`; with `compare`, a second sweep drawn dashed on the same axes
+    (a strategy keeps its colour in both)."""
+    reports = [report] if compare is None else [report, compare]
     painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
     painter.fillRect(QRectF(0, 0, WIDTH, HEIGHT), QColor("#ffffff"))
-    colors = strategy_colors(report.configs)
+    colors = strategy_colors([c for r in reports for c in r.configs])
     panel_w = (WIDTH - MARGIN_L - MARGIN_R - GAP) / 2
-    height = HEIGHT - MARGIN_T - MARGIN_B
-    left = QRectF(MARGIN_L, MARGIN_T, panel_w, height)
-    right = QRectF(MARGIN_L + panel_w + GAP, MARGIN_T, panel_w, height)
-    _paint_accuracy(painter, report, left, colors)
-    _paint_coverage(painter, report, right, colors)
-    _paint_legend(painter, report, colors)
+    top = MARGIN_T + (16.0 if compare is not None else 0.0)
+    height = HEIGHT - top - MARGIN_B
+    left = QRectF(MARGIN_L, top, panel_w, height)
+    right = QRectF(MARGIN_L + panel_w + GAP, top, panel_w, height)
+    _paint_accuracy(painter, reports, left, colors)
+    _paint_coverage(painter, reports, right, colors)
+    _paint_legend(painter, reports, colors)
 
 
 def export_sweep_plot(
-    report: SweepReport, path: str | os.PathLike[str], *, scale: float = 2.0
+    report: SweepReport, path: str | os.PathLike[str], *, scale: float = 2.0,
+    compare: SweepReport | None = None,
 ) -> Path:
-    """Write the report's plot to `path` (.svg, .png or .pdf); returns the path."""
+    """Write the report's plot to `path` (.svg, .png or .pdf), with `compare` drawn dashed
+    on the same axes when given; returns the path."""
     target = Path(path).expanduser()
     kind = plot_format(target)
     if not target.parent.is_dir():
         raise ThoughtscopeError(f"cannot write {target}: folder {target.parent} does not exist")
     ensure_gui_application()
     return write_painting(
-        target, kind, QSizeF(WIDTH, HEIGHT), lambda p: paint_sweep_plot(p, report),
-        scale=scale, title=f"Thoughtscope sweep {report.sweep.id}",
+        target, kind, QSizeF(WIDTH, HEIGHT), lambda p: paint_sweep_plot(p, report, compare),
+        scale=scale, title=f"Thoughtscope sweep {report.sweep.id}"
+        + (f" compared with sweep {compare.sweep.id}" if compare is not None else ""),
         description=report.sweep.name,
     )

@@ -16,7 +16,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -30,11 +29,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from engine.events import Event
-from engine.tree import TreeModel
-from widgets.charts import SearchCharts
-from widgets.tree_canvas import TreeCanvas
 
 COLUMNS = ("id", "name", "strategy", "nodes", "tokens", "answer", "correct", "status", "created")
 CANCELLED_SYMBOL, CANCELLED_BRUSH = "t", "#95a5a6"  # Pareto dots of sessions never graded
@@ -165,7 +159,9 @@ class SessionsBrowser(QWidget):
                 if col != 1:
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
                 if col == 1:
-                    item.setToolTip(f"{s.name}\n\n{s.prompt[:300]}")
+                    sweep = getattr(s, "sweep_id", None)
+                    of_sweep = f"\na run of sweep {sweep} (View > Sweeps…)" if sweep else ""
+                    item.setToolTip(f"{s.name}{of_sweep}\n\n{s.prompt[:300]}")
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
@@ -296,53 +292,3 @@ class SessionsBrowser(QWidget):
 
 def _cancelled(summary: Any) -> bool:
     return "cancelled" in (summary.status, summary.stopped_reason)
-
-
-class CompareDialog(QDialog):
-    """Two stored sessions side by side: trees, one-line summaries and charts, each linked
-    to its own selection (the chosen answer first)."""
-
-    def __init__(
-        self,
-        left: tuple[str, TreeModel, Sequence[Event]],
-        right: tuple[str, TreeModel, Sequence[Event]],
-        theme: str,
-        parent: QWidget | None = None,
-    ) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Compare sessions")
-        self.resize(1300, 800)
-        split = QSplitter()
-        self.canvases: list[TreeCanvas] = []
-        self.charts: list[SearchCharts] = []
-        for title, tree, events in (left, right):
-            stats = tree.finished.stats if tree.finished else {}
-            label = QLabel(
-                f"<b>{title}</b><br>{len(tree)} nodes · {tree.tokens_generated} tokens · "
-                f"answer {tree.answer!r} · {stats.get('wall_s', '?')} s"
-            )
-            label.setWordWrap(True)
-            canvas = TreeCanvas()
-            canvas.set_theme(theme)
-            canvas.set_tree(tree)
-            charts = SearchCharts()
-            charts.set_theme(theme)
-            canvas.sig_node_selected.connect(
-                lambda node, c=charts, t=tree, e=events: c.refresh(t, node, e, len(e))
-            )
-            charts.refresh(tree, None, events, len(events))
-            if tree.answer_node is not None:
-                canvas.select(tree.answer_node)
-            column = QSplitter(Qt.Orientation.Vertical)
-            head = QWidget()
-            lay = QVBoxLayout(head)
-            lay.setContentsMargins(0, 0, 0, 0)
-            lay.addWidget(label)
-            lay.addWidget(canvas, 1)
-            column.addWidget(head)
-            column.addWidget(charts)
-            column.setSizes([520, 260])
-            split.addWidget(column)
-            self.canvases.append(canvas)
-            self.charts.append(charts)
-        QVBoxLayout(self).addWidget(split)

@@ -64,6 +64,7 @@ class SessionSummary:
     stopped_reason: str | None
     wall_s: float | None
     events: int
+    sweep_id: int | None = None  # the sweep this session is a run of (None: none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +88,7 @@ def summary_from_row(row: SessionRow) -> SessionSummary:
         stopped_reason=row.stopped_reason,
         wall_s=row.wall_s,
         events=row.n_events,
+        sweep_id=row.sweep_id,
     )
 
 

@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
 from engine.errors import ThoughtscopeError
+from engine.run_control import RunControl
 from engine.sweep.results import RunResult, worker_name
 from engine.sweep.runner import Worker, WorkerSetup
 from engine.sweep.spec import RunTask
@@ -58,19 +59,28 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 
 class InlineExecutor:
-    """Runs every task in this process on one context (one worker, all its threads)."""
+    """Runs every task in this process on one context (one worker, all its threads).
+
+    With a `control`, cancelling stops the run in flight at once (the window's Cancel); that
+    run is not yielded, so it stays pending and a resume runs it again."""
 
     workers = 1
 
-    def __init__(self, setup: WorkerSetup) -> None:
+    def __init__(self, setup: WorkerSetup, control: RunControl | None = None) -> None:
         self.setup = setup
+        self.control = control
         self._worker: Worker | None = None
 
     def run(self, tasks: Iterable[RunTask]) -> Iterator[RunResult]:
         if self._worker is None:
             self._worker = Worker(self.setup)
         for task in tasks:
-            yield self._worker.run(task)
+            if self.control is not None and self.control.cancelled:
+                return
+            result = self._worker.run(task, self.control)
+            if self.control is not None and self.control.cancelled:
+                return  # stopped part-way: its session ended `cancelled`, not a result
+            yield result
 
     def describe(self) -> str:
         return f"1 worker in this process, {self.setup.n_threads or available_cores()} threads"
