@@ -17,7 +17,14 @@ from PySide6.QtSvg import QSvgGenerator
 
 from engine.errors import ThoughtscopeError
 from engine.tree import TreeModel
-from widgets.tree_drawing import DrawStyle, TreeDrawing, layout_tree, paint_legend, paint_tree
+from widgets.tree_drawing import (
+    LEGEND_HEIGHT,
+    DrawStyle,
+    TreeDrawing,
+    layout_tree,
+    paint_legend,
+    paint_tree,
+)
 
 FORMATS = ("svg", "png", "pdf")
 LEGEND_W = 230.0
@@ -37,7 +44,7 @@ def diagram_size(drawing: TreeDrawing, legend: bool) -> QSizeF:
     """Size of the diagram in scene units (scale 1)."""
     b = drawing.bounds
     width = b.width() + (LEGEND_W if legend else 0.0)
-    height = max(b.height(), 150.0 if legend else 0.0)
+    height = max(b.height(), LEGEND_HEIGHT + 16.0 if legend else 0.0)
     return QSizeF(width, height)
 
 

@@ -114,8 +114,11 @@ class NodeCreated(Event):
     node_id: int
     parent_id: int | None
     depth: int
-    origin: str = "expand"  # expand | fork_token | edit | branch
+    origin: str = "expand"  # expand | fork_token | edit | branch | rollout
     reused_tokens: int = 0  # prefix tokens shared through the KV copy
+    # tokens fed rather than sampled at the start of the step: a fork's copied prefix and
+    # the alternative picked by hand (the fork point is the last of them), an edited step
+    forced_tokens: int = 0
 
 
 @dataclass(slots=True, kw_only=True)

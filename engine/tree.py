@@ -36,6 +36,8 @@ ACTIVE = "active"  # generating its step
 DONE = "done"  # step finished, can be expanded further
 TERMINAL = "terminal"  # cannot continue (end of generation, context full, token budget)
 PRUNED = "pruned"  # cut by a strategy or policy
+# Origins of nodes made by hand in the window, and their one-letter marks in the tree
+HAND_ORIGINS = {"branch": "B", "fork_token": "F", "edit": "E"}
 
 
 @dataclass(slots=True)
@@ -45,7 +47,8 @@ class StepNode:
     id: int
     parent: int | None
     depth: int
-    origin: str = "expand"
+    origin: str = "expand"  # expand | rollout | prompt, or by hand: branch | fork_token | edit
+    forced_tokens: int = 0  # leading tokens fed, not sampled (see NodeCreated)
     tokens: list[TokenRecord] = field(default_factory=list)
     text: str = ""
     state: str = ACTIVE
@@ -68,6 +71,29 @@ class StepNode:
     @property
     def is_leaf_state(self) -> bool:
         return self.state in (TERMINAL, PRUNED)
+
+    @property
+    def hand_made(self) -> bool:
+        """Grown in the window by a person: "branch from here", a fork at a token, an edit."""
+        return self.origin in HAND_ORIGINS
+
+    @property
+    def fork_point(self) -> int | None:
+        """A fork's token index within the node: the alternative picked by hand."""
+        if self.origin != "fork_token" or self.forced_tokens < 1:
+            return None
+        return self.forced_tokens - 1
+
+    def origin_note(self) -> str | None:
+        """How a hand-made node came to be, in words; None for the search's own nodes."""
+        if self.origin == "branch":
+            return "branched by hand (Branch from here)"
+        if self.origin == "fork_token":
+            k = self.fork_point
+            return "forked by hand" + (f" at token {k}" if k is not None else "")
+        if self.origin == "edit":
+            return "step written by hand (Edit step), then regrown"
+        return None
 
     def mean_logprob(self) -> float | None:
         if not self.tokens:
@@ -133,6 +159,7 @@ class TreeModel:
                 parent=event.parent_id,
                 depth=event.depth,
                 origin=event.origin,
+                forced_tokens=event.forced_tokens,
                 reused_tokens=event.reused_tokens,
                 created_index=event.index,
             )

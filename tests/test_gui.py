@@ -223,6 +223,13 @@ def test_branch_fork_and_rescore_grow_the_live_tree(
     branched = [n for n in tree.nodes if n not in before]
     assert tree.nodes[branched[0]].origin == "branch"
     assert tree.nodes[branched[0]].parent == step_node
+    # scored with the run's verifier (none chosen: mean-logprob confidence), as the run's own
+    # nodes are: the mean of the node's path token logprobs
+    wait_until(qapp, lambda: all("confidence" in tree.nodes[n].scores for n in branched), 30)
+    for n in branched:
+        path = tree.path_tokens(n)
+        expected = sum(t.logprob for t in path) / len(path)
+        assert tree.nodes[n].scores["confidence"] == pytest.approx(expected, abs=1e-6)
 
     leaf = tree.answer_node
     assert leaf is not None

@@ -55,6 +55,8 @@ class ParamForm(QWidget):
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        # a narrow panel puts the field under its label instead of scrolling sideways
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         for p in params:
             widget = self._input_for(p)
             widget.setToolTip(str(p.get("help", "")))
@@ -370,6 +372,9 @@ SEARCH_PARAMS: list[dict[str, Any]] = [
 ]
 
 
+THINKING_CHOICES = (("the template's default", None), ("on", True), ("off", False))
+
+
 class RunPanel(QWidget):
     """Model row, prompt editor with examples, and the generated search forms (scrolling),
     with the run buttons fixed below them."""
@@ -404,6 +409,25 @@ class RunPanel(QWidget):
         self.model_info.setWordWrap(True)
         self.model_info.setStyleSheet("font-size: 8pt")
         mlay.addWidget(self.model_info)
+        # the chat template's reasoning switch (Qwen3's enable_thinking): only for models
+        # whose template has one (`set_thinking_available`)
+        self.thinking = QComboBox()
+        for label, value in THINKING_CHOICES:
+            self.thinking.addItem(label, value)
+        self.thinking.setToolTip(
+            "The chat template's thinking switch (enable_thinking): let the model reason in "
+            "<think>…</think> before it answers, or not; the template's default leaves it unset"
+        )
+        self.thinking_label = QLabel("Thinking")
+        self.thinking_label.setBuddy(self.thinking)
+        self.thinking_label.setToolTip(self.thinking.toolTip())
+        self.thinking_row = QWidget()
+        trow = QHBoxLayout(self.thinking_row)
+        trow.setContentsMargins(0, 0, 0, 0)
+        trow.addWidget(self.thinking_label)
+        trow.addWidget(self.thinking, 1)
+        self.thinking_row.setVisible(False)
+        mlay.addWidget(self.thinking_row)
         layout.addWidget(model_box)
 
         prompt_box = QGroupBox("Problem")
@@ -455,6 +479,18 @@ class RunPanel(QWidget):
         outer.addLayout(self.buttons)
         if examples:
             self.set_example(0)
+        self._scroll, self._body = scroll, body
+        self.setMinimumWidth(self.needed_width())
+
+    def needed_width(self) -> int:
+        """The narrowest width that shows the forms whole, with no sideways scrolling (the
+        forms put a field under its label when the panel is narrow)."""
+        scroll = self._scroll
+        return (
+            self._body.minimumSizeHint().width()
+            + scroll.verticalScrollBar().sizeHint().width()
+            + 2 * scroll.frameWidth()
+        )
 
     # -- model row ------------------------------------------------------------------------
     def set_models(self, default_label: str, recent: list[str], current: str) -> None:
@@ -475,6 +511,17 @@ class RunPanel(QWidget):
 
     def set_model_info(self, text: str) -> None:
         self.model_info.setText(text)
+
+    def set_thinking_available(self, available: bool) -> None:
+        """Show the thinking switch only for a model whose chat template has one."""
+        self.thinking_row.setVisible(available)
+
+    def thinking_choice(self) -> bool | None:
+        """On, off, or None (the template's default, and always for a model without it)."""
+        if not self.thinking_row.isVisibleTo(self):
+            return None
+        value = self.thinking.currentData()
+        return None if value is None else bool(value)
 
     def add_action_button(self, button: QPushButton | QToolButton) -> None:
         self.buttons.addWidget(button)
@@ -512,6 +559,7 @@ class RunPanel(QWidget):
             "verifier": self.verifier.choice(),
             "exits": self.exits.chosen(),
             "search": self.search_form.values(),
+            "thinking": self.thinking_choice(),
         }
 
     def form_errors(self) -> list[str]:
@@ -537,3 +585,5 @@ class RunPanel(QWidget):
             exits = [saved["policy"]] if saved.get("policy") else []
         self.exits.set_chosen(exits)
         self.search_form.set_values(saved.get("search") or {})
+        index = self.thinking.findData(saved.get("thinking"))
+        self.thinking.setCurrentIndex(max(0, index))

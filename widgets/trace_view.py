@@ -31,6 +31,8 @@ from widgets.node_scores import scores_html, state_text
 
 ENTROPY_FULL_NATS = 3.0  # entropy at which the shading is strongest
 SURPRISAL_FULL_NATS = 5.0
+HAND_HTML = "#8e44ad"  # what was made by hand: a fork's picked token, an edited step
+HAND = QColor(HAND_HTML)
 
 
 def shade(value: float, full: float, dark: bool) -> QColor:
@@ -155,6 +157,7 @@ class TraceView(QWidget):
         n = sum(tree.nodes[i].n_tokens for i in path)
         node = tree.nodes[node_id]
         phase = tree.node_phase(node_id)
+        note = node.origin_note()
         # the header every time (cheap): a node pruned or scored after it was first shown
         # must not keep its old state and scores
         self.header.setText(
@@ -162,6 +165,7 @@ class TraceView(QWidget):
             f"{escape(state_text(node))}"
             + (f" · <i>{phase}</i>" if phase else "")
             + f"<br>{scores_html(tree, node_id)}"
+            + (f"<br><span style='color:{HAND_HTML}'>{escape(note)}</span>" if note else "")
         )
         if not force and self._shown == (node_id, n):
             return
@@ -175,6 +179,8 @@ class TraceView(QWidget):
         label = QTextCharFormat()
         label.setForeground(QColor(130, 130, 140))
         label.setFontPointSize(8)
+        hand_label = QTextCharFormat(label)
+        hand_label.setForeground(HAND)
         starts: list[int] = []
         ends: list[int] = []
         self._tokens = []
@@ -186,7 +192,12 @@ class TraceView(QWidget):
                 cursor.insertText(prompt[:600] + ("…" if len(prompt) > 600 else ""), plain)
                 cursor.insertText("\n", plain)
                 continue
-            cursor.insertText(f"\nstep {step_no} · node {nid}\n", label)
+            made = step.origin_note()
+            cursor.insertText(f"\nstep {step_no} · node {nid}", label)
+            if made:
+                cursor.insertText(f" · {made}", hand_label)
+            cursor.insertText("\n", label)
+            fork_point = step.fork_point
             for k, tok in enumerate(step.tokens):
                 value = tok.entropy if by_entropy else -tok.logprob
                 fmt = QTextCharFormat()
@@ -198,6 +209,14 @@ class TraceView(QWidget):
                         value, ENTROPY_FULL_NATS if by_entropy else SURPRISAL_FULL_NATS, self.dark
                     )
                 )
+                if k == fork_point or (step.origin == "edit" and k < step.forced_tokens):
+                    # the fork's alternative picked by hand, or a hand-written step
+                    fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.SingleUnderline)
+                    fmt.setUnderlineColor(HAND)
+                    fmt.setForeground(HAND)
+                    if k == fork_point:
+                        fmt.setFontWeight(700)
+                        cursor.insertText("↳", hand_label)
                 if not tok.text:
                     continue  # bytes carried to the next token (part of one character)
                 starts.append(cursor.position())
@@ -231,7 +250,7 @@ class TraceView(QWidget):
     def fork_menu(self, i: int) -> QMenu:
         nid, k, tok = self._tokens[i]
         menu = QMenu(self)
-        menu.addSection(f"Fork node {nid} at token {k}")
+        menu.addSection(f"Fork node {nid} at token {k}, {tok.text!r}, with:")
         for alt_id, lp in tok.top[:5]:
             if alt_id == tok.id:
                 continue

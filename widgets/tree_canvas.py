@@ -26,9 +26,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.tree import TreeModel
+from engine.tree import HAND_ORIGINS, TreeModel
 from widgets.node_scores import scores_html, state_text
-from widgets.tree_drawing import DrawStyle, TreeDrawing, layout_tree, paint_legend, paint_tree
+from widgets.tree_drawing import (
+    LEGEND_COLLAPSED_HEIGHT,
+    LEGEND_HEIGHT,
+    DrawStyle,
+    TreeDrawing,
+    layout_tree,
+    paint_legend,
+    paint_tree,
+)
 
 
 class _TreeItem(QGraphicsItem):
@@ -109,6 +117,9 @@ class _Minimap(QGraphicsView):
         self.viewport().update()
 
 
+LEGEND_PX_WIDTH = 215
+# a view smaller than this folds the legend to its colour bar (until the user unfolds it)
+LEGEND_FOLD_BELOW = (560, 2.4 * LEGEND_HEIGHT)
 EMPTY_HINT = "No search yet: pick a problem and a strategy, then press Run (Ctrl+R)"
 
 
@@ -251,6 +262,8 @@ class TreeCanvas(QWidget):
         self.legend = _LegendOverlay(self)
         self.legend.setParent(self.view)
         self.legend_button.toggled.connect(self._on_legend_toggled)
+        self.legend.sig_collapse_clicked.connect(self._on_legend_folded)
+        self._legend_fold_chosen = False  # the user folded or unfolded it: no automatic fold
         self.empty_hint = QLabel(EMPTY_HINT, self.view)
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_hint.setWordWrap(True)
@@ -282,6 +295,7 @@ class TreeCanvas(QWidget):
         self.legend.drawing = self.drawing
         if self.auto_fit:
             self.fit(keep_auto=True)
+        self._show_legend()
         self.minimap.refit(self.drawing.bounds)
         self._show_minimap()
         self.empty_hint.setVisible(len(self.tree) == 0)
@@ -343,10 +357,33 @@ class TreeCanvas(QWidget):
         big = self.drawing is not None and len(self.drawing.ids) > 30
         self.minimap.setVisible(big and not self.auto_fit)
 
+    def _show_legend(self) -> None:
+        """The legend when it is switched on and there is a tree to explain (the empty
+        canvas shows its hint alone)."""
+        show = self.legend_button.isChecked() and len(self.tree) > 0
+        if show != (not self.legend.isHidden()):
+            self.legend.setVisible(show)
+            if self.auto_fit:
+                self.fit(keep_auto=True)
+
     def _on_legend_toggled(self, on: bool) -> None:
-        self.legend.setVisible(on)
+        self._show_legend()
         if self.auto_fit:
             self.fit(keep_auto=True)
+
+    def _on_legend_folded(self, _collapsed: bool) -> None:
+        self._legend_fold_chosen = True
+        if self.auto_fit:
+            self.fit(keep_auto=True)
+
+    def _fold_legend_to_view(self) -> None:
+        """Fold the legend in a small view, unfold it in a large one, unless the user chose."""
+        if self._legend_fold_chosen:
+            return
+        vp = self.view.viewport().size()
+        small = vp.width() < LEGEND_FOLD_BELOW[0] or vp.height() < LEGEND_FOLD_BELOW[1]
+        if small != self.legend.collapsed:
+            self.legend.set_collapsed(small)
 
     def _on_toggle_orientation(self) -> None:
         self.orientation = "left-right" if self.orientation == "top-down" else "top-down"
@@ -362,6 +399,7 @@ class TreeCanvas(QWidget):
             vp.right() - self.minimap.width() - 6, vp.bottom() - self.minimap.height() - 6
         )
         self.legend.move(vp.left() + 6, vp.top() + 6)
+        self._fold_legend_to_view()
         self.empty_hint.setGeometry(vp.adjusted(40, 0, -40, 0))
         if self.auto_fit:
             self.fit(keep_auto=True)
@@ -401,6 +439,9 @@ class TreeCanvas(QWidget):
             lines.append(f"early exit ({node.exit['policy']}): {node.exit['reason']}")
         if node.chosen:
             lines.append("★ chosen answer")
+        note = node.origin_note()
+        if note:
+            lines.append(f"<span style='color:#8e44ad'><b>{HAND_ORIGINS[node.origin]}</b> {escape(note)}</span>")
         body = text.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>")
         return "<br>".join(lines) + f"<hr><span style='white-space:pre-wrap'>{body}</span>"
 
@@ -431,14 +472,32 @@ class TreeCanvas(QWidget):
 
 
 class _LegendOverlay(QWidget):
-    """The colour bar and state markers, drawn over the view's top-left corner."""
+    """The colour bar and state markers, drawn over the view's top-left corner; a click folds
+    it to the colour bar alone (or unfolds it)."""
+
+    sig_collapse_clicked = Signal(bool)  # collapsed
 
     def __init__(self, canvas: TreeCanvas) -> None:
         super().__init__()
         self.drawing: TreeDrawing | None = None
         self.style = DrawStyle()
-        self.setFixedSize(215, 145)
-        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.collapsed = False
+        self.setFixedSize(LEGEND_PX_WIDTH, LEGEND_HEIGHT + 10)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setToolTip("Click to fold the legend to its colour bar, or to unfold it")
+
+    def set_collapsed(self, collapsed: bool) -> None:
+        self.collapsed = collapsed
+        self.setFixedSize(
+            LEGEND_PX_WIDTH, (LEGEND_COLLAPSED_HEIGHT if collapsed else LEGEND_HEIGHT) + 10
+        )
+        self.update()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.set_collapsed(not self.collapsed)
+            self.sig_collapse_clicked.emit(self.collapsed)
+        event.accept()
 
     def paintEvent(self, event) -> None:  # type: ignore[no-untyped-def]
         if self.drawing is None:
@@ -447,5 +506,12 @@ class _LegendOverlay(QWidget):
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         bg = self.style.background
         painter.fillRect(self.rect(), bg.lighter(103) if bg.lightness() > 128 else bg.lighter(130))
-        paint_legend(painter, self.drawing, self.style, QPointF(6, 4))
+        paint_legend(
+            painter,
+            self.drawing,
+            self.style,
+            QPointF(6, 4),
+            collapsed=self.collapsed,
+            title_prefix="▸ " if self.collapsed else "▾ ",
+        )
         painter.end()

@@ -26,7 +26,7 @@ from PySide6.QtGui import (
     QPolygonF,
 )
 
-from engine.tree import ACTIVE, PRUNED, TERMINAL, TreeModel
+from engine.tree import ACTIVE, HAND_ORIGINS, PRUNED, TERMINAL, TreeModel
 
 SLOT_PX = 34.0  # distance between neighbouring leaves
 LEVEL_PX = 70.0  # distance between depths
@@ -68,6 +68,7 @@ class DrawStyle:
     pruned: QColor = field(default_factory=lambda: QColor(200, 40, 40))
     chosen: QColor = field(default_factory=lambda: QColor(255, 190, 0))
     active: QColor = field(default_factory=lambda: QColor(30, 140, 230))
+    hand: QColor = field(default_factory=lambda: QColor(142, 68, 173))  # made by hand
 
     @classmethod
     def for_theme(cls, theme: str) -> DrawStyle:
@@ -81,6 +82,7 @@ class DrawStyle:
                 pruned=QColor(240, 80, 80),
                 chosen=QColor(255, 205, 40),
                 active=QColor(80, 170, 255),
+                hand=QColor(190, 120, 230),
             )
         return cls()
 
@@ -99,6 +101,7 @@ class TreeDrawing:
     n_tokens: list[int]
     chosen: list[bool]
     exited: list[bool]
+    hand: list[str]  # "B" branch, "F" fork, "E" edit (made by hand in the window), else ""
     score_key: str | None
     score_range: tuple[float, float]
     orientation: str
@@ -176,6 +179,7 @@ def layout_tree(
     n_tokens: list[int] = []
     chosen: list[bool] = []
     exited: list[bool] = []
+    hand: list[str] = []
     for i, nid in enumerate(ids):
         node = tree.nodes[nid]
         across, down = slot[nid] * SLOT_PX, node.depth * LEVEL_PX
@@ -189,6 +193,7 @@ def layout_tree(
         n_tokens.append(node.n_tokens)
         chosen.append(node.chosen)
         exited.append(node.exit is not None)
+        hand.append(HAND_ORIGINS.get(node.origin, ""))
     finite = values[np.isfinite(values)]
     if finite.size:
         lo, hi = float(finite.min()), float(finite.max())
@@ -211,6 +216,7 @@ def layout_tree(
         n_tokens=n_tokens,
         chosen=chosen,
         exited=exited,
+        hand=hand,
         score_key=key,
         score_range=(lo, hi),
         orientation=orientation,
@@ -224,6 +230,20 @@ def _star(centre: QPointF, r: float) -> QPolygonF:
         a = -math.pi / 2 + k * math.pi / 5
         points.append(QPointF(centre.x() + rr * math.cos(a), centre.y() + rr * math.sin(a)))
     return QPolygonF(points)
+
+
+def _hand_badge(painter: QPainter, centre: QPointF, letter: str, style: DrawStyle) -> None:
+    """The mark of a node made by hand: its origin's letter (B, F, E) on a small square."""
+    box = QRectF(centre.x() - 6, centre.y() - 6, 12, 12)
+    painter.setPen(QPen(style.background, 1.0))
+    painter.setBrush(QBrush(style.hand))
+    painter.drawRoundedRect(box, 2.5, 2.5)
+    font = QFont(painter.font())
+    font.setPointSizeF(6.5)
+    font.setBold(True)
+    painter.setFont(font)
+    painter.setPen(QPen(QColor(255, 255, 255)))
+    painter.drawText(box, int(Qt.AlignmentFlag.AlignCenter), letter)
 
 
 def paint_tree(
@@ -326,6 +346,8 @@ def paint_tree(
                 ]
             )
             painter.drawPolygon(flag)
+        if drawing.hand[r]:
+            _hand_badge(painter, QPointF(c.x() - rad * 0.95, c.y() + rad * 0.95), drawing.hand[r], style)
         if drawing.chosen[r]:
             painter.setPen(QPen(style.outline, 1.0))
             painter.setBrush(QBrush(style.chosen))
@@ -351,10 +373,30 @@ def paint_tree(
             )
 
 
+LEGEND_ROWS = (
+    ("active (generating)", "active"),
+    ("finished branch", "terminal"),
+    ("pruned", "pruned"),
+    ("exited early", "exit"),
+    ("chosen answer", "chosen"),
+    ("unscored", "unscored"),
+    ("by hand: Branch, Fork, Edit", "hand"),
+)
+LEGEND_HEIGHT = 46 + 15 * len(LEGEND_ROWS)  # what paint_legend draws, in scene units
+LEGEND_COLLAPSED_HEIGHT = 42  # the title and the colour bar only
+
+
 def paint_legend(
-    painter: QPainter, drawing: TreeDrawing, style: DrawStyle, origin: QPointF
+    painter: QPainter,
+    drawing: TreeDrawing,
+    style: DrawStyle,
+    origin: QPointF,
+    *,
+    collapsed: bool = False,
+    title_prefix: str = "",
 ) -> QRectF:
-    """Colour bar of the score plus the state markers; returns the area used."""
+    """Colour bar of the score plus the state markers (`collapsed`: the colour bar only);
+    returns the area used."""
     x, y = origin.x(), origin.y()
     w = 210.0
     painter.setPen(QPen(style.text))
@@ -362,7 +404,7 @@ def paint_legend(
     font.setPointSizeF(8.0)
     painter.setFont(font)
     title = f"score: {drawing.score_key}" if drawing.score_key else "score: (none yet)"
-    painter.drawText(QRectF(x, y, w, 14), int(Qt.AlignmentFlag.AlignLeft), title)
+    painter.drawText(QRectF(x, y, w, 14), int(Qt.AlignmentFlag.AlignLeft), title_prefix + title)
     bar = QRectF(x, y + 16, 150, 10)
     grad = QLinearGradient(bar.topLeft(), bar.topRight())
     for f, col in _RAMP:
@@ -374,16 +416,10 @@ def paint_legend(
     painter.setPen(QPen(style.text))
     painter.drawText(QRectF(x, y + 27, 75, 12), int(Qt.AlignmentFlag.AlignLeft), f"{lo:.3g}")
     painter.drawText(QRectF(x + 75, y + 27, 75, 12), int(Qt.AlignmentFlag.AlignRight), f"{hi:.3g}")
-    rows = [
-        ("active (generating)", "active"),
-        ("finished branch", "terminal"),
-        ("pruned", "pruned"),
-        ("exited early", "exit"),
-        ("chosen answer", "chosen"),
-        ("unscored", "unscored"),
-    ]
+    if collapsed:
+        return QRectF(x, y, w, LEGEND_COLLAPSED_HEIGHT - 2)
     yy = y + 46
-    for label, kind in rows:
+    for label, kind in LEGEND_ROWS:
         c = QPointF(x + 8, yy + 6)
         disc = QPainterPath()  # a path, not an ellipse: node discs stay countable in SVG
         disc.addEllipse(c, 5.5, 5.5)
@@ -418,6 +454,12 @@ def paint_legend(
             painter.setPen(QPen(style.outline, 1.0))
             painter.setBrush(QBrush(style.chosen))
             painter.drawPolygon(_star(c, 6.5))
+        elif kind == "hand":
+            _hand_badge(painter, QPointF(c.x() - 4, c.y() + 4), "F", style)
+            font = QFont(painter.font())
+            font.setPointSizeF(8.0)
+            font.setBold(False)
+            painter.setFont(font)
         painter.setPen(QPen(style.text))
         painter.drawText(QRectF(x + 22, yy, w - 22, 13), int(Qt.AlignmentFlag.AlignLeft), label)
         yy += 15

@@ -43,9 +43,12 @@ def wait_until(app: QApplication, condition: Callable[[], bool], timeout: float 
     spin(app, 0.3)
 
 
-def shoot(app: QApplication, name: str) -> None:
+def shoot(app: QApplication, name: str, size: tuple[int, int] | None = None) -> None:
+    """The whole screen, or its top-left `size` (a window made smaller than the screen)."""
     spin(app, 0.4)
-    app.primaryScreen().grabWindow(0).save(str(HERE / f"{name}.png"))
+    screen = app.primaryScreen()
+    shot = screen.grabWindow(0) if size is None else screen.grabWindow(0, 0, 0, *size)
+    shot.save(str(HERE / f"{name}.png"))
     print("saved", name)
 
 
@@ -86,6 +89,44 @@ def main() -> int:
     shoot(app, "tree-menu")
     menu.close()
 
+    # Made by hand: a branch, a fork at a token and an edited step, badged B, F and E in the
+    # tree; the fork selected, its picked token marked in the trace.
+    tree = window.tree
+    first_step = min(n for n in tree.nodes if tree.nodes[n].depth == 1)
+    count = len(tree)
+    window.canvas.sig_branch_requested.emit(first_step)
+    wait_until(app, lambda: not window.controller.busy and len(tree) > count)
+    window.canvas.select(node)
+    spin(app, 0.3)
+    node_id, k, token = next(t for t in trace._tokens if t[0] == node and t[1] >= 3)
+    alternative = next(t for t, _ in token.top if t != token.id)
+    count = len(tree)
+    trace.sig_fork_requested.emit(node_id, k, alternative)
+    wait_until(app, lambda: not window.controller.busy and len(tree) > count)
+    fork = min(n for n in tree.nodes if tree.nodes[n].origin == "fork_token")
+    count = len(tree)
+    parent = tree.nodes[first_step].parent
+    assert parent is not None
+    window.controller.edit_step(parent, " First, count all the pencils: 3 boxes of 12 is 36.")
+    wait_until(app, lambda: not window.controller.busy and len(tree) > count)
+    window.canvas.select(fork)
+    spin(app, 0.3)
+    view = window.canvas.view  # zoomed in on the fork, so the badges read
+    window.canvas.auto_fit = False
+    view.resetTransform()
+    view.scale(1.6, 1.6)
+    view.centerOn(window.canvas.drawing.position(fork))
+    shoot(app, "hand-marks")
+    window.canvas.fit()
+    window.export_diagram(HERE / "diagram.png", scale=1.5, legend=True)
+
+    # Exporting a diagram: one dialog.
+    export = window.export_diagram_dialog()
+    assert export is not None
+    export.move(400, 250)
+    shoot(app, "export-dialog")
+    export.reject()
+
     # Verifier scores per step, with prune markers, and the compute ledger.
     window.charts.setCurrentIndex(1)
     shoot(app, "charts-scores")
@@ -121,6 +162,11 @@ def main() -> int:
     window.scrub_to(len(window.events))
     shoot(app, "dark")
     window.set_theme("light")
+
+    # A small screen: 1024×700, the legend folded, the forms whole.
+    window.resize(1024, 700)
+    shoot(app, "small-window", (1024, 700))
+    window.resize(1440, 900)
 
     broken = TMP / "broken.gguf"
     broken.write_bytes(b"NOTGGUF" + bytes(64))

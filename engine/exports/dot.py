@@ -8,6 +8,7 @@ from engine.exports.node_table import short_label
 from engine.tree import PRUNED, TERMINAL, TreeModel
 
 _COLORS = {PRUNED: "#c0392b", TERMINAL: "#2c3e50"}
+HAND_FILL = "#efe3fb"  # nodes made by hand in the window (branch, fork, edit)
 
 
 def _quote(text: str) -> str:
@@ -29,13 +30,20 @@ def tree_to_dot(tree: TreeModel) -> str:
             title = f"#{node.id} {node.state} · {node.n_tokens} tok"
             body = short_label(node.text, 40)
         scores = ", ".join(f"{k}={v:.3g}" for k, v in node.scores.items())
-        label = "\n".join(part for part in (title, body, scores) if part)
+        made = node.origin_note() or ""
+        label = "\n".join(part for part in (title, made, body, scores) if part)
         attrs = [f"label={_quote(label)}"]
         color = _COLORS.get(node.state)
         if color:
             attrs.append(f'color="{color}"')
+        style = ["rounded"]
         if node.state == PRUNED:
-            attrs.append('style="rounded,dashed"')
+            style.append("dashed")
+        if node.hand_made:  # branched, forked or edited in the window
+            style.append("filled")
+            attrs.append(f'fillcolor="{HAND_FILL}"')
+        if len(style) > 1:
+            attrs.append(f'style="{",".join(style)}"')
         if node.chosen:
             attrs.append("penwidth=2.5")
         if node.prune:

@@ -21,6 +21,8 @@ def tree_to_mermaid(tree: TreeModel) -> str:
             label = "prompt: " + short_label(node.text, 36)
         else:
             label = f"#{node.id} · {node.n_tokens} tok: {short_label(node.text, 36)}"
+        if node.hand_made:
+            label = f"{label} ({node.origin_note()})"
         label = _escape(label)
         if node.scores:
             scores = ", ".join(f"{k}={v:.3g}" for k, v in node.scores.items())
@@ -30,10 +32,12 @@ def tree_to_mermaid(tree: TreeModel) -> str:
     lines.append("  classDef pruned stroke:#c0392b,stroke-dasharray:4 3")
     lines.append("  classDef terminal stroke:#2c3e50")
     lines.append("  classDef chosen stroke:#27ae60,stroke-width:3px")
+    lines.append("  classDef hand fill:#efe3fb")
     for cls, members in (
         ("pruned", [n.id for n in tree.iter_nodes() if n.state == PRUNED]),
         ("terminal", [n.id for n in tree.iter_nodes() if n.state == TERMINAL and not n.chosen]),
         ("chosen", [n.id for n in tree.iter_nodes() if n.chosen]),
+        ("hand", [n.id for n in tree.iter_nodes() if n.hand_made]),
     ):
         if members:
             lines.append(f"  class {','.join(f'n{m}' for m in members)} {cls}")

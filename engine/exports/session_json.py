@@ -25,7 +25,7 @@ from engine.events import (
     decision_record,
     event_from_dict,
 )
-from engine.exports.trace_json import TRACE_FORMAT, TRACE_VERSION, tree_to_trace
+from engine.exports.trace_json import ADDED_NODE_KEYS, TRACE_FORMAT, TRACE_VERSION, tree_to_trace
 from engine.tree import TreeModel
 
 SESSION_KEYS = (
@@ -114,7 +114,7 @@ def parse_session_json(text: str) -> tuple[list[Event], dict[str, Any]]:
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _fail(f"the event log does not describe a tree ({error!r})") from None
     for key in ("nodes", "prompt", "answer", "answer_node", "prompt_token_ids"):
-        if not _same(rebuilt[key], data.get(key)):
+        if not _same(_as_written(rebuilt[key], data.get(key)), data.get(key)):
             raise _fail(f"its {key!r} do not match its event log")
     session = data.get("session")
     if not isinstance(session, dict):
@@ -124,6 +124,21 @@ def parse_session_json(text: str) -> tuple[list[Event], dict[str, Any]]:
         if value is not None and not isinstance(value, str):
             raise _fail(f"session {key} must be a string")
     return events, meta
+
+
+def _as_written(rebuilt: Any, written: Any) -> Any:
+    """The rebuilt nodes without the keys added within version 1 that the file's nodes lack
+    (an export written before them); any other value as it is."""
+    if not isinstance(rebuilt, list) or not isinstance(written, list):
+        return rebuilt
+    out = []
+    for node, as_read in zip(rebuilt, written, strict=False):
+        if isinstance(node, dict) and isinstance(as_read, dict):
+            node = {  # noqa: PLW2901
+                k: v for k, v in node.items() if k in as_read or k not in ADDED_NODE_KEYS
+            }
+        out.append(node)
+    return out + rebuilt[len(out):]
 
 
 def _same(a: Any, b: Any) -> bool:

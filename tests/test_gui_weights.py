@@ -1,0 +1,81 @@
+"""The window measures the weight format on first use (with progress), shows the choice and its
+gain, and switches it from Run → Weight format."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QMenu
+
+from app.main_window import MainWindow
+from engine import weight_format
+from engine.settings import load_settings, save_setting
+
+
+def wait_until(app: QApplication, condition: Callable[[], bool], timeout: float = 300.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting for the window"
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def test_first_load_measures_shows_the_gain_and_the_menu_pins_a_format(
+    tmp_path: Path, qapp: QApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(weight_format.ENV_MODE, raising=False)  # the suite pins `original`
+    monkeypatch.setenv(weight_format.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("THOUGHTSCOPE_EXTRA_BUFFERS", "off")  # no probe child: formats only
+    monkeypatch.setattr(weight_format, "MIN_CPU_SHARE", 0.0)  # count any measurement (busy CI)
+    settings = QSettings(str(tmp_path / "window.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(db_path=tmp_path / "sessions.db", settings=settings)
+    window.show()
+    progress: list[tuple[float, str]] = []
+    bar_values: list[int] = []
+    window.controller.sig_weights_progress.connect(
+        lambda f, m: (progress.append((f, m)), bar_values.append(window.progress.value()))
+    )
+    try:
+        menu = window.findChild(QMenu, "weight_format_menu")
+        assert menu is not None and menu.title() == "Weight &format"
+        assert [a.data() for a in window.weight_actions.actions() if a.isChecked()] == ["auto"]
+        window.controller.load_model(window.current_model_path())
+        wait_until(qapp, lambda: window.controller.model_info is not None)
+        weights = window.controller.model_info["weights"]
+        assert (weights["mode"], weights["source"]) == ("auto", "calibrated")
+        assert set(weights["rates"]) == {"Q4_1", "Q8_0", "F16"}
+        # the progress bar followed the conversion and the measurement up to 100 %
+        wait_until(qapp, lambda: bool(progress) and progress[-1][0] == 1.0)
+        assert any(m.startswith("converting") for _, m in progress)
+        assert any(m.startswith("measuring") for _, m in progress)
+        assert bar_values[-1] == 100 and bar_values == sorted(bar_values)
+        # the choice and its measured gain, where the kernels are shown
+        wait_until(qapp, lambda: "weights:" in window.run_panel.model_info.text())
+        assert weights["label"] in window.run_panel.model_info.text().replace("&times;", "×")
+        about = window.about_text()
+        assert "weight format:" in about and weights["format"] in about
+        if weights["gain"] and weights["format"] != "Q4_1":
+            assert f"{weights['gain']:.2f}×" in weights["label"]
+        window.resize(1440, 900)
+        qapp.processEvents()
+        window.grab().save(str(tmp_path / "weights-loaded.png"))
+        status = window.statusBar().currentMessage()
+        assert weights["label"] in status and weights["note"] in status
+
+        q8 = next(a for a in window.weight_actions.actions() if a.data() == "q8_0")
+        q8.trigger()  # Run → Weight format → Q8_0 upcast: saved, and the model reloads
+        assert load_settings()[weight_format.SETTING_MODE] == "q8_0"
+        wait_until(qapp, lambda: window.controller.model_info["weights"]["mode"] == "q8_0")
+        pinned = window.controller.model_info["weights"]
+        assert (pinned["format"], pinned["source"]) == ("Q8_0", "forced")
+        assert pinned["path"].endswith(".q8_0.gguf")
+        wait_until(qapp, lambda: "Q8_0" in window.run_panel.model_info.text())
+        assert [a.data() for a in window.weight_actions.actions() if a.isChecked()] == ["q8_0"]
+        assert "Q8_0" in window.about_text()
+    finally:
+        window.close()
+        save_setting(weight_format.SETTING_MODE, None)
