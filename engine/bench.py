@@ -61,10 +61,12 @@ def raw_decode_tok_s(runtime: LlamaRuntime, width: int, decodes: int) -> float:
 
 
 def raw_rates_by_format(
-    model_path: Path, threads: int, widths: Sequence[int], quick: bool
+    model_path: Path, threads: int, widths: Sequence[int], decodes: int
 ) -> dict[str, dict[str, Any]]:
     """The bare decode loop's tok/s at each width, for the file as shipped and each upcast
-    the working-format choice may take (engine/weight_format.py), each on its kernel path."""
+    the working-format choice may take (engine/weight_format.py), each on its kernel path.
+    `decodes` is the bench's own raw loop length: in one unified KV cache a step costs rows x
+    cells in use, so rates compare only over the same number of decodes (the same shape)."""
     from engine.weight_format import WeightsUnavailable
 
     rates: dict[str, dict[str, Any]] = {}
@@ -86,13 +88,13 @@ def raw_rates_by_format(
             }
             raw_decode_tok_s(runtime, max(widths), 4)  # warm-up
             for w in widths:
-                row[str(w)] = {"tok_s": round(raw_decode_tok_s(runtime, w, 16 if quick else 32), 1)}
+                row[str(w)] = {"tok_s": round(raw_decode_tok_s(runtime, w, decodes), 1)}
             rates[fmt] = row
     return rates
 
 
 def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> dict[str, Any]:
-    """tok/s of best-of-N (no verifier, 64-token chains) at n = 32, 128 and 254 (llama.cpp
+    """tok/s of best-of-N (no verifier, 64-token one-step chains) at n = 32, 128 and 254 (llama.cpp
     holds 256 sequences: the chains, the prompt's and a probe's), in the layout the run
     chooses (one KV stream per chain) and, for comparison, in one unified cache."""
     from engine import session
@@ -101,7 +103,7 @@ def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> d
     out: dict[str, Any] = {"chain_tokens": chain_tokens, "streams": {}, "unified": {}}
     n_ctx = 254 * chain_tokens + 1024
     with LlamaRuntime(
-        model_path, RuntimeConfig(n_ctx=n_ctx, n_seq_max=64, n_threads=threads)
+        model_path, RuntimeConfig(n_ctx=n_ctx, n_seq_max=256, n_threads=threads)
     ) as runtime:
         for layout in ("streams", "unified"):
             keep = session.STREAMS_MIN_CHAINS
@@ -112,8 +114,10 @@ def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> d
                     spec = RunSpec(
                         prompt=BENCH_PROMPT, strategy="best_of_n", strategy_options={"n": n},
                         sampling=SAMPLING,
-                        step=StepConfig(max_tokens=chain_tokens, max_step_tokens=chain_tokens,
-                                        ban_eog=True),
+                        # one 64-token step per chain: every chain stays in every decode,
+                        # so the figure is the KV layout's cost, not steps ending unevenly
+                        step=StepConfig(delimiter=None, max_tokens=chain_tokens,
+                                        max_step_tokens=chain_tokens, ban_eog=True),
                     )
                     t0 = time.perf_counter()
                     outcome = run_search(runtime, spec)
@@ -220,7 +224,9 @@ def run_engine_bench(
     started = time.perf_counter()
     result: dict[str, Any] = {"shape": dict(shape, live_branches=branches), "quick": quick}
     _say(progress, "raw decode rates of each weight format")
-    by_format = raw_rates_by_format(model_path, threads, (1, branches, 32), quick)
+    by_format = raw_rates_by_format(
+        model_path, threads, (1, branches, 32), shape["steps"] * shape["step_tokens"] // 2
+    )
     result["raw_tok_s_by_format"] = by_format
     with LlamaRuntime(
         model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads)
@@ -273,7 +279,10 @@ def run_engine_bench(
         result["engine_vs_shipped_raw"] = round(result["engine_tok_s"] / shipped, 3)
     # the naive baseline on *its* best format: the fastest one-row decode
     naive_format = max(by_format, key=lambda f: by_format[f].get("1", {}).get("tok_s", 0.0))
-    naive_path = Path(by_format[naive_format]["path"])
+    # forced to that format: its copy is (re)written if the working-format choice dropped it
+    with LlamaRuntime(model_path, RuntimeConfig(n_ctx=512, n_seq_max=1, n_threads=threads,
+                                                weights=naive_format)) as chosen:
+        naive_path = Path(chosen.weights.path)
     _say(progress, f"naive baseline (high-level Llama API, one branch at a time, {naive_format})")
     naive = naive_beam_tree(naive_path, shape, threads, prompt_ids)
     result.update(

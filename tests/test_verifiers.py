@@ -86,7 +86,7 @@ def test_program_verifier_compares_program_and_chain() -> None:
 
 
 def test_confidence_measures_match_the_tokens(runtime: LlamaRuntime) -> None:
-    outcome, _ = run(runtime, "sampled", max_tokens=24)
+    outcome, _ = run(runtime, "sampled", max_tokens=24, include_truncated=True)  # 24-token cap
     tree = outcome.tree
     leaf = tree.answer_node
     assert leaf is not None

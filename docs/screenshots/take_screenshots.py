@@ -5,7 +5,8 @@ Run under a virtual screen, so menus, tooltips and dialogs are real windows on i
     xvfb-run -s "-screen 0 1440x900x24" .venv/bin/python docs/screenshots/take_screenshots.py
 
 Every picture is a grab of the whole screen (QScreen.grabWindow(0)), not of one widget.
-Settings and the session database go to a temporary folder; nothing of the user's is read.
+Settings, the weight cache and the session database go to a temporary folder; nothing of
+the user's is read. The model runs as shipped (`THOUGHTSCOPE_WEIGHTS=original`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TMP = Path(tempfile.mkdtemp(prefix="thoughtscope-shots-"))
 os.environ["THOUGHTSCOPE_CONFIG_DIR"] = str(TMP / "config")
+os.environ["THOUGHTSCOPE_CACHE_DIR"] = str(TMP / "cache")
+# the shipped file as it is: the pictures do not depend on this machine's format calibration
+os.environ["THOUGHTSCOPE_WEIGHTS"] = "original"
 
 from PySide6.QtCore import QPoint, QSettings  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox, QToolTip  # noqa: E402
