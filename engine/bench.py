@@ -73,7 +73,7 @@ def raw_rates_by_format(
     for fmt in ("original", "q8_0", "f16"):
         try:
             runtime = LlamaRuntime(
-                model_path, RuntimeConfig(n_ctx=4096, n_seq_max=64, n_threads=threads,
+                model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads,
                                           weights=fmt)
             )
         except (WeightsUnavailable, ParameterError):
