@@ -175,3 +175,28 @@ def test_pareto_dots_have_labels_hover_tooltips_and_cancelled_apart(
     cut_point = next(p for p in points if p.data() == cancelled)
     hover(qapp, view, browser.pareto_points.mapToScene(cut_point.pos()))
     assert view.getPlotItem().vb.toolTip().endswith("cancelled")
+
+
+def test_a_running_search_counts_only_ended_chains_as_truncated() -> None:
+    """While a search runs, leaves still growing or waiting for their next step are not
+    truncated; once it finishes, a leaf left unfinished is."""
+    from engine.events import NodeCreated, SessionFinished, SessionStarted, StepFinished
+    from engine.tree import TreeModel
+    from widgets.result_header import truncated_chains
+
+    tree = TreeModel()
+    for event in (
+        SessionStarted(prompt="p", prompt_text="p", prompt_token_ids=[1], model={},
+                       config={}, root_id=0),
+        NodeCreated(node_id=1, parent_id=0, depth=1),  # growing
+        NodeCreated(node_id=2, parent_id=0, depth=1),
+        StepFinished(node_id=2, reason="delimiter", n_tokens=3, terminal=False),  # waits
+        NodeCreated(node_id=3, parent_id=0, depth=1),
+        StepFinished(node_id=3, reason="max_tokens", n_tokens=3, terminal=True),  # cut
+        NodeCreated(node_id=4, parent_id=0, depth=1),
+        StepFinished(node_id=4, reason="eog", n_tokens=3, terminal=True),  # finished
+    ):
+        tree.apply(event)
+    assert truncated_chains(tree) == 1
+    tree.apply(SessionFinished(stopped_reason="early_exit", answer=None, stats={}))
+    assert truncated_chains(tree) == 3  # the growing and the waiting leaf were left unfinished

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from engine.aggregation.candidate import FINISHED_REASONS
 from engine.answers import answers_match, extract_gold
-from engine.tree import PRUNED, TreeModel
+from engine.tree import PRUNED, TERMINAL, TreeModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +33,16 @@ class Outcome:
 
 
 def truncated_chains(tree: TreeModel) -> int:
-    """Chains (unpruned leaves) that did not reach their own end: they do not vote."""
+    """Chains (unpruned leaves) that did not reach their own end: they do not vote. While the
+    search runs, only chains already ended count: a leaf still growing or waiting for its
+    next step is not truncated (yet)."""
     count = 0
+    running = tree.finished is None
     for nid in tree.leaves():
         node = tree.nodes[nid]
         if nid == tree.root_id or node.state == PRUNED:
+            continue
+        if running and node.state != TERMINAL:
             continue
         if node.end_reason not in FINISHED_REASONS:
             count += 1
