@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import ParameterError
-from engine.settings import config_dir, load_settings
+from engine.settings import config_dir, requested_choice
 
 MODES = ("auto", "on", "off")
 ENV_MODE = "THOUGHTSCOPE_EXTRA_BUFFERS"
@@ -178,16 +177,8 @@ def forget_verdicts() -> None:
 # -- choosing the path ------------------------------------------------------------------------
 def requested_mode(mode: str | None = None) -> str:
     """The first of: the argument, $THOUGHTSCOPE_EXTRA_BUFFERS, the setting, `auto`."""
-    for value, where in (
-        (mode, "--extra-buffers"),
-        (os.environ.get(ENV_MODE), f"${ENV_MODE}"),
-        (load_settings().get(SETTING_MODE), f"the setting {SETTING_MODE}"),
-    ):
-        if value:
-            if value not in MODES:
-                raise ParameterError(f"{where} must be one of {', '.join(MODES)}, got {value!r}")
-            return str(value)
-    return "auto"
+    return requested_choice(mode, flag="--extra-buffers", env=ENV_MODE, setting=SETTING_MODE,
+                            choices=MODES)
 
 
 def resolve_kernel_path(

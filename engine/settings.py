@@ -51,3 +51,25 @@ def save_setting(key: str, value: Any) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     tmp.replace(path)
+
+
+def requested_choice(
+    value: str | None, *, flag: str, env: str, setting: str, choices: tuple[str, ...],
+    default: str = "auto",
+) -> str:
+    """The first set of: the argument (`flag` on the command line), `$env`, the setting
+    `setting`, else `default`; a value outside `choices` is a one-line ParameterError."""
+    from engine.errors import ParameterError
+
+    for candidate, where in (
+        (value, flag),
+        (os.environ.get(env), f"${env}"),
+        (load_settings().get(setting), f"the setting {setting}"),
+    ):
+        if candidate:
+            if candidate not in choices:
+                raise ParameterError(
+                    f"{where} must be one of {', '.join(choices)}, got {candidate!r}"
+                )
+            return str(candidate)
+    return default

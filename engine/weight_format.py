@@ -40,7 +40,7 @@ from engine.errors import ParameterError, ThoughtscopeError
 from engine.kernel_probe import cpu_identity, llama_build, resolve_kernel_path, weight_type
 from engine.llama_backend import init_backend
 from engine.model_files import file_sha256
-from engine.settings import APP_NAME, load_settings
+from engine.settings import APP_NAME, requested_choice
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +159,8 @@ def set_default_progress(callback: WeightsProgress | None) -> None:
 
 def requested_mode(mode: str | None = None) -> str:
     """The first of: the argument, $THOUGHTSCOPE_WEIGHTS, the setting `weights`, `auto`."""
-    for value, where in (
-        (mode, "--weights"),
-        (os.environ.get(ENV_MODE), f"${ENV_MODE}"),
-        (load_settings().get(SETTING_MODE), f"the setting {SETTING_MODE}"),
-    ):
-        if value:
-            if value not in MODES:
-                raise ParameterError(f"{where} must be one of {', '.join(MODES)}, got {value!r}")
-            return str(value)
-    return "auto"
+    return requested_choice(mode, flag="--weights", env=ENV_MODE, setting=SETTING_MODE,
+                            choices=MODES)
 
 
 def format_name(ftype: int) -> str:
