@@ -13,7 +13,9 @@ and stop act at once through the thread-safe `RunControl`.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -51,7 +53,30 @@ class _WorkerThread(QThread):
         self._command_loop = loop
 
     def run(self) -> None:
+        yield_cores_to_the_gui()
         self._command_loop()
+
+
+ENGINE_NICE = 5  # how much lower the engine's threads are scheduled than the GUI thread
+
+
+def yield_cores_to_the_gui() -> None:
+    """Lower the calling thread's scheduling priority by ENGINE_NICE (Linux; elsewhere a
+    no-op, since there the priority is the whole process's).
+
+    The engine runs llama.cpp on every core, so when the GUI thread wakes it must take a
+    core from one of llama.cpp's threads. At equal priority the scheduler makes it wait its
+    turn, and every redraw stalls for that wait; a nicer engine gives way at once. llama.cpp's
+    OpenMP threads are started by this thread and inherit its priority. The engine loses only
+    what the GUI thread really uses, which the window keeps to a budget (FrameBudget)."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + ENGINE_NICE))
+    except OSError as exc:  # a sandbox that forbids it: the engine runs as it is
+        log.info("could not lower the engine thread's priority: %s", exc)
 
 
 class EngineController(QObject):

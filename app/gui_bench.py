@@ -3,7 +3,8 @@
 - max_stall_ms / p99_stall_ms: lateness of a 5 ms heartbeat timer on the GUI thread while a
   live best-of-N search runs on the default model (the real window, real worker thread).
 - live_tok_s / headless_tok_s / live_vs_headless: that search's speed in the window, and the
-  same search with no window on every core, in the same run.
+  same search with no window on every core, in paired rounds (medians); live_frames_per_s is
+  how often the tree was redrawn meanwhile.
 - render_5000_s: lay out and draw a 5,000-node tree (the canvas, fitted, painted to a pixmap).
 - open_2000_s: open a stored 2,000-node session from SQLite (load, replay, lay out, draw).
 - scrub_ms: mean time to jump to a random event of that session and redraw (max alongside).
@@ -38,6 +39,7 @@ from engine.events import (
 )
 
 HEARTBEAT_MS = 5
+LIVE_ROUNDS = 5  # paired headless/live rounds (quick: 1)
 
 
 def synthetic_session(
@@ -167,49 +169,127 @@ def run_gui_bench(
 def _live_stalls(
     app: Any, window: Any, QEventLoop: Any, QTimer: Any, quick: bool
 ) -> dict[str, Any]:
+    """Paired rounds, each the search headless and live in the window: this machine's speed
+    drifts by 10-15% from minute to minute, so each live run is compared with the headless
+    run beside it (before it in even rounds, after it in odd ones), and the figures are the
+    medians over the rounds."""
+    window.run_panel.strategy.set_choice("best_of_n", {"n": 4 if quick else 8})
+    window.run_panel.search_form.set_values(
+        {"max_tokens": 96 if quick else 192, "step_tokens": 32, "seed": 1}
+    )
+    _wait_for_model(window)
+    rounds = 1 if quick else LIVE_ROUNDS
+    headless_runs: list[dict[str, Any]] = []
+    live_runs: list[dict[str, Any]] = []
+    stalls: list[float] = []
+    for k in range(rounds):
+        # headless first in even rounds, live first in odd ones: a drift of the machine's
+        # speed during the bench favours neither
+        if k % 2 == 0:
+            headless_runs.append(_headless(window))
+        live, round_stalls = _live_run(window, QEventLoop, QTimer)
+        live_runs.append(live)
+        stalls.extend(round_stalls)
+        if k % 2 == 1:
+            headless_runs.append(_headless(window))
+    ratios = [
+        lv["live_tok_s"] / hl["headless_tok_s"]
+        for lv, hl in zip(live_runs, headless_runs, strict=True)
+    ]
+    stalls = stalls or [0.0]
+    return {
+        "rounds": rounds,
+        "headless_tok_s": round(statistics.median(h["headless_tok_s"] for h in headless_runs), 1),
+        "headless_threads": headless_runs[0]["headless_threads"],
+        "headless_tokens": headless_runs[0]["headless_tokens"],
+        "live_vs_headless": round(statistics.median(ratios), 3),
+        "live_vs_headless_rounds": [round(r, 3) for r in ratios],
+        "max_stall_ms": round(max(stalls), 2),
+        "p99_stall_ms": round(_percentile(stalls, 0.99), 2),
+        "heartbeats": len(stalls) + rounds,
+        "live_run_s": round(statistics.median(lv["live_run_s"] for lv in live_runs), 2),
+        "gui_thread_cpu_share": round(
+            statistics.median(lv["gui_thread_cpu_share"] for lv in live_runs), 3
+        ),
+        "live_tok_s": round(statistics.median(lv["live_tok_s"] for lv in live_runs), 1),
+        "live_frames_per_s": round(
+            statistics.median(lv["live_frames_per_s"] for lv in live_runs), 1
+        ),
+        "live_nodes": live_runs[-1]["live_nodes"],
+        "live_tokens": live_runs[-1]["live_tokens"],
+        "live_events": live_runs[-1]["live_events"],
+    }
+
+
+def _wait_for_model(window: Any, timeout_s: float = 300.0) -> None:
+    """Load the window's model (it may convert and measure its weights) before the rounds, so
+    no run's time includes it and no headless run shares the machine with it."""
+    from PySide6.QtWidgets import QApplication
+
+    if not window.controller.model_info:
+        path = window.current_model_path()
+        if path is None or not window.set_model(path):
+            raise RuntimeError(f"the window has no model to load: {window.last_error}")
+    deadline = time.monotonic() + timeout_s
+    while not window.controller.model_info and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    if not window.controller.model_info:
+        raise RuntimeError(f"the window's model did not load: {window.last_error}")
+
+
+def _live_run(window: Any, QEventLoop: Any, QTimer: Any) -> tuple[dict[str, Any], list[float]]:
+    """One live run of the run panel's search; its figures and its heartbeat's lateness."""
     loop = QEventLoop()
     beats: list[float] = []
     heartbeat = QTimer()
     heartbeat.setInterval(HEARTBEAT_MS)
     heartbeat.timeout.connect(lambda: beats.append(time.perf_counter()))
-    window.controller.sig_run_finished.connect(lambda _reason: QTimer.singleShot(200, loop.quit))
-    window.controller.sig_error.connect(lambda _msg: loop.quit())
-    window.run_panel.strategy.set_choice("best_of_n", {"n": 4 if quick else 8})
-    window.run_panel.search_form.set_values(
-        {"max_tokens": 96 if quick else 192, "step_tokens": 32, "seed": 1}
-    )
+    finished = window.controller.sig_run_finished
+    error = window.controller.sig_error
+    on_finished = lambda _reason: QTimer.singleShot(200, loop.quit)  # noqa: E731
+    on_error = lambda _msg: loop.quit()  # noqa: E731
+    finished.connect(on_finished)
+    error.connect(on_error)
     guard = QTimer()
     guard.setSingleShot(True)
     guard.timeout.connect(loop.quit)
     guard.start(300_000)
+    frames = [0]
+    draw_canvas = window._draw_canvas
+
+    def counted_draw() -> None:
+        frames[0] += 1
+        draw_canvas()
+
+    window._draw_canvas = counted_draw
     t0 = time.perf_counter()
     cpu0 = time.thread_time()  # this (the GUI) thread's CPU time: what the window costs
     heartbeat.start()
-    if not window.start_run():
-        raise RuntimeError(f"the benchmark run did not start: {window.last_error}")
-    loop.exec()
-    heartbeat.stop()
+    try:
+        if not window.start_run():
+            raise RuntimeError(f"the benchmark run did not start: {window.last_error}")
+        loop.exec()
+    finally:
+        heartbeat.stop()
+        finished.disconnect(on_finished)
+        error.disconnect(on_error)
+        del window._draw_canvas
     wall = time.perf_counter() - t0
     gui_cpu = time.thread_time() - cpu0
     if window.last_error:
         raise RuntimeError(f"the benchmark run failed: {window.last_error}")
     gaps_ms = [(b - a) * 1000 - HEARTBEAT_MS for a, b in itertools.pairwise(beats)]
-    stalls = [max(0.0, g) for g in gaps_ms] or [0.0]
     live_tok_s = window.tree.tokens_generated / wall
-    headless = _headless(window)
     return {
-        **headless,
-        "live_vs_headless": round(live_tok_s / headless["headless_tok_s"], 3),
-        "max_stall_ms": round(max(stalls), 2),
-        "p99_stall_ms": round(_percentile(stalls, 0.99), 2),
-        "heartbeats": len(beats),
-        "live_run_s": round(wall, 2),
-        "gui_thread_cpu_share": round(gui_cpu / wall, 3),
-        "live_tok_s": round(live_tok_s, 1),
+        "live_run_s": wall,
+        "gui_thread_cpu_share": gui_cpu / wall,
+        "live_tok_s": live_tok_s,
+        "live_frames_per_s": frames[0] / wall,
         "live_nodes": len(window.tree),
         "live_tokens": window.tree.tokens_generated,
         "live_events": len(window.events),
-    }
+    }, [max(0.0, g) for g in gaps_ms]
 
 
 def _headless(window: Any) -> dict[str, Any]:

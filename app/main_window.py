@@ -31,7 +31,7 @@ from app.problems import default_examples
 from app.window.appearance import AppearanceActions, app_icon, apply_theme
 from app.window.export import ExportActions
 from app.window.help import HelpActions
-from app.window.live_view import REDRAW_MS, LiveView
+from app.window.live_view import REDRAW_MS, FrameBudget, LiveView
 from app.window.models import ModelActions
 from app.window.runs import RunActions
 from app.window.sessions import SessionActions
@@ -68,12 +68,13 @@ ORG, APP = "Thoughtscope", "Thoughtscope"
 
 
 def default_engine_threads() -> int:
-    """llama.cpp threads for the window: every core but one, which stays with the GUI.
+    """llama.cpp threads for the window: every core.
 
     llama.cpp's threads meet at a spinning barrier after every op; when the GUI thread takes
-    a core from one of them, the others spin until it returns (measured here on 2 cores: a
-    live run at 5 tok/s instead of ~150)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    a core from one of them, the others spin until it returns. The window keeps to a CPU
+    budget while a run is live (app/window/live_view.FrameBudget), so a core each costs the
+    search less than leaving one idle for the GUI would (`bench --gui`, docs/benchmarks.md)."""
+    return max(1, os.cpu_count() or 1)
 
 
 def verifier_names() -> list[str]:
@@ -129,9 +130,9 @@ class MainWindow(
         self.replay: Replay | None = None
         self.session_id: int | None = None
         self.live = False  # the open session is the window's own live search
-        self._dirty = False
-        self._trace_drawn = 0.0
-        self._charts_drawn = 0.0
+        self._dirty = self._canvas_dirty = False
+        self._canvas_drawn = self._trace_drawn = self._charts_drawn = self._changed = 0.0
+        self._frame_budget = FrameBudget()
         self._selection_target: int | None = None
         self._user_selected = False
         self._token_times: deque[tuple[float, int]] = deque()

@@ -303,9 +303,18 @@ def test_open_stored_session_and_scrub(run: dict[str, Any], qapp: QApplication) 
     ids = [s.id for s in live.sessions.summaries]
     assert live.session_id in ids
     window = live
+    window.statusBar().showMessage("Stopped: early_exit · no answer")  # another run's line
     assert window.open_session(live.session_id)
     n_events = len(window.events)
     assert window.timeline.length == n_events
+    # the status line speaks of the session opened, in the header's words
+    answer = window.tree.finished.answer  # type: ignore[union-attr]
+    message = window.statusBar().currentMessage()
+    assert message.startswith(f"Session {live.session_id} · ")
+    if answer is None:
+        assert "no answer" in message
+    else:
+        assert f"answer {answer}" in message and answer in window.result_header.summary.text()
     assert len(window.shown_tree) == len(TreeModel.from_events(window.events))
     for position in (n_events // 3, 5, n_events - 1, n_events):
         window.scrub_to(position)

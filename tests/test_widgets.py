@@ -3,6 +3,7 @@ checks, problem sets. No model needed; trees come from synthetic event streams."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from app.gui_bench import synthetic_session
 from app.problems import load_problem_set
 from engine.catalogue import catalogue
 from engine.errors import ThoughtscopeError
+from engine.events import TokensAppended
 from engine.tree import TreeModel
 from widgets.run_panel import EntryChecklist, EntryChooser, ParamForm, RunPanel
 from widgets.timeline import Timeline
@@ -350,3 +352,72 @@ def test_media_icons_stand_out_from_the_theme_background(qapp: QApplication, the
         ]
         assert opaque, "the icon has no pixels"
         assert {c.name() for c in opaque} == {expected}
+
+
+def _grow_one_token_at_a_time(events: list) -> list:
+    """`events` with every TokensAppended split into one event per token (a live run's
+    shape)."""
+    out = []
+    for event in events:
+        if isinstance(event, TokensAppended):
+            out.extend(
+                TokensAppended(node_id=event.node_id, tokens=[tok]) for tok in event.tokens
+            )
+        else:
+            out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("reasoning", [False, True])
+def test_trace_view_appends_live_tokens_as_a_rebuild_would_draw_them(
+    qapp: QApplication, events: list, reasoning: bool
+) -> None:
+    """A node growing token by token (the selected node of a live run) is appended, not
+    redrawn; the text, its token map and its formats equal a view built once at the end,
+    also when a reasoning tag split over tokens reclassifies tokens already shown."""
+    full = TreeModel.from_events(events)
+    leaf = max(full.nodes, key=lambda n: full.nodes[n].depth)
+    path = full.path(leaf)
+    stream = _grow_one_token_at_a_time(events)
+    if reasoning:  # "<", "think", ">" end the leaf's first three tokens: a tag, complete late
+        texts = iter(["<", "think", ">", "a ", "b ", "</", "think>", " 12"])
+        stream = [
+            TokensAppended(
+                node_id=e.node_id,
+                tokens=[dataclasses.replace(e.tokens[0], text=next(texts, e.tokens[0].text))],
+            )
+            if isinstance(e, TokensAppended) and e.node_id == leaf
+            else e
+            for e in stream
+        ]
+    live_tree = TreeModel()
+    live = TraceView()
+    rebuilds = 0
+    original = live.text.clear
+
+    def counting_clear() -> None:
+        nonlocal rebuilds
+        rebuilds += 1
+        original()
+
+    live.text.clear = counting_clear  # type: ignore[method-assign]
+    for event in stream:
+        live_tree.apply(event)
+        if live_tree.nodes.get(leaf) is not None and live.node_id is None:
+            live.show_node(live_tree, leaf)
+        elif live.node_id is not None:
+            live.refresh()
+    assert set(path) <= set(live_tree.nodes)
+    end = TraceView()
+    end.show_node(live_tree, leaf)
+    assert live.text.toHtml() == end.text.toHtml()
+    assert (live.text.starts, live.text.ends) == (end.text.starts, end.text.ends)
+    assert [(n, k, t.id) for n, k, t in live._tokens] == [(n, k, t.id) for n, k, t in end._tokens]
+    n_leaf = live_tree.nodes[leaf].n_tokens
+    assert n_leaf >= 8
+    if reasoning:
+        assert any(live_tree.path_thinking(leaf))
+        # the tag's completion ("think", ">" and "think>") reclassifies shown tokens: rebuilds
+        assert 2 <= rebuilds < n_leaf
+    else:
+        assert rebuilds == 1  # the first show; every later token was appended

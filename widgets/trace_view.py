@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.events import TokenRecord
-from engine.tree import TreeModel
+from engine.tree import StepNode, TreeModel
 from widgets.node_scores import scores_html, state_text
 
 ENTROPY_FULL_NATS = 3.0  # entropy at which the shading is strongest
@@ -103,6 +103,13 @@ class TraceView(QWidget):
         self.fork_enabled = True
         self._tokens: list[tuple[int, int, TokenRecord]] = []  # (node id, index in node, token)
         self._shown: tuple[int, int] | None = None
+        # what the text holds: (path, tokens per path node, shading by entropy, reasoning flags)
+        self._shown_state: tuple[tuple[int, ...], tuple[int, ...], bool, list[bool]] | None = None
+        self._label = QTextCharFormat()
+        self._label.setForeground(QColor(130, 130, 140))
+        self._label.setFontPointSize(8)
+        self._hand_label = QTextCharFormat(self._label)
+        self._hand_label.setForeground(HAND)
 
         self.header = QLabel("Select a node in the tree to see its tokens.")
         self.header.setWordWrap(True)
@@ -142,20 +149,23 @@ class TraceView(QWidget):
         self.refresh(force=True)
 
     def clear(self) -> None:
-        self.tree, self.node_id, self._shown = None, None, None
+        self.tree, self.node_id, self._shown, self._shown_state = None, None, None, None
         self._tokens = []
         self.text.clear()
         self.text.starts, self.text.ends = [], []
         self.header.setText("Select a node in the tree to see its tokens.")
 
     def refresh(self, force: bool = False) -> None:
-        """Rebuild the text when the path gained tokens (cheap no-op otherwise)."""
+        """Show the path's new tokens: appended when only the selected node grew (a live run),
+        rebuilt otherwise (another node, another shading, a reclassified reasoning tag)."""
         tree, node_id = self.tree, self.node_id
         if tree is None or node_id is None or node_id not in tree:
             return
-        path = tree.path(node_id)
-        n = sum(tree.nodes[i].n_tokens for i in path)
+        path = tuple(tree.path(node_id))
+        counts = tuple(tree.nodes[i].n_tokens for i in path)
+        n = sum(counts)
         node = tree.nodes[node_id]
+        flags = tree.path_thinking(node_id)  # reasoning tokens: italic, grey
         phase = tree.node_phase(node_id)
         note = node.origin_note()
         # the header every time (cheap): a node pruned or scored after it was first shown
@@ -169,62 +179,85 @@ class TraceView(QWidget):
         )
         if not force and self._shown == (node_id, n):
             return
-        self._shown = (node_id, n)
         by_entropy = self.mode.currentText() == "entropy"
-        thinking = iter(tree.path_thinking(node_id))  # reasoning tokens: italic, grey
+        shown = self._shown_state
+        grew_last_only = (
+            not force
+            and shown is not None
+            and shown[0] == path
+            and shown[1][:-1] == counts[:-1]
+            and shown[1][-1] <= counts[-1]
+            and shown[2] == by_entropy
+            and flags[: len(shown[3])] == shown[3]
+        )
+        self._shown = (node_id, n)
+        self._shown_state = (path, counts, by_entropy, flags)
+        if grew_last_only:
+            assert shown is not None
+            cursor = QTextCursor(self.text.document())
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            last = tree.nodes[path[-1]]
+            self._insert_tokens(cursor, last, shown[1][-1], flags[len(shown[3]) :], by_entropy)
+            return
         self.text.setUpdatesEnabled(False)
         self.text.clear()
+        self.text.starts, self.text.ends = [], []
+        self._tokens = []
         cursor = QTextCursor(self.text.document())
         plain = QTextCharFormat()
-        label = QTextCharFormat()
-        label.setForeground(QColor(130, 130, 140))
-        label.setFontPointSize(8)
-        hand_label = QTextCharFormat(label)
-        hand_label.setForeground(HAND)
-        starts: list[int] = []
-        ends: list[int] = []
-        self._tokens = []
+        position = 0  # into the path's flags
         for step_no, nid in enumerate(path):
             step = tree.nodes[nid]
             if nid == tree.root_id:
-                cursor.insertText("prompt  ", label)
+                cursor.insertText("prompt  ", self._label)
                 prompt = step.text.strip()
                 cursor.insertText(prompt[:600] + ("…" if len(prompt) > 600 else ""), plain)
                 cursor.insertText("\n", plain)
                 continue
             made = step.origin_note()
-            cursor.insertText(f"\nstep {step_no} · node {nid}", label)
+            cursor.insertText(f"\nstep {step_no} · node {nid}", self._label)
             if made:
-                cursor.insertText(f" · {made}", hand_label)
-            cursor.insertText("\n", label)
-            fork_point = step.fork_point
-            for k, tok in enumerate(step.tokens):
-                value = tok.entropy if by_entropy else -tok.logprob
-                fmt = QTextCharFormat()
-                if next(thinking, False):
-                    fmt.setFontItalic(True)
-                    fmt.setForeground(QColor(120, 120, 130))
-                fmt.setBackground(
-                    shade(
-                        value, ENTROPY_FULL_NATS if by_entropy else SURPRISAL_FULL_NATS, self.dark
-                    )
-                )
-                if k == fork_point or (step.origin == "edit" and k < step.forced_tokens):
-                    # the fork's alternative picked by hand, or a hand-written step
-                    fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.SingleUnderline)
-                    fmt.setUnderlineColor(HAND)
-                    fmt.setForeground(HAND)
-                    if k == fork_point:
-                        fmt.setFontWeight(700)
-                        cursor.insertText("↳", hand_label)
-                if not tok.text:
-                    continue  # bytes carried to the next token (part of one character)
-                starts.append(cursor.position())
-                cursor.insertText(tok.text, fmt)
-                ends.append(cursor.position())
-                self._tokens.append((nid, k, tok))
-        self.text.starts, self.text.ends = starts, ends
+                cursor.insertText(f" · {made}", self._hand_label)
+            cursor.insertText("\n", self._label)
+            own = flags[position : position + step.n_tokens]
+            position += step.n_tokens
+            self._insert_tokens(cursor, step, 0, own, by_entropy)
         self.text.setUpdatesEnabled(True)
+
+    def _insert_tokens(
+        self,
+        cursor: QTextCursor,
+        step: StepNode,
+        first: int,
+        thinking: Sequence[bool],
+        by_entropy: bool,
+    ) -> None:
+        """Write `step`'s tokens from index `first` at `cursor`, shaded, and index them."""
+        fork_point = step.fork_point
+        for k, is_thinking in zip(range(first, step.n_tokens), thinking, strict=True):
+            tok = step.tokens[k]
+            value = tok.entropy if by_entropy else -tok.logprob
+            fmt = QTextCharFormat()
+            if is_thinking:
+                fmt.setFontItalic(True)
+                fmt.setForeground(QColor(120, 120, 130))
+            fmt.setBackground(
+                shade(value, ENTROPY_FULL_NATS if by_entropy else SURPRISAL_FULL_NATS, self.dark)
+            )
+            if k == fork_point or (step.origin == "edit" and k < step.forced_tokens):
+                # the fork's alternative picked by hand, or a hand-written step
+                fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.SingleUnderline)
+                fmt.setUnderlineColor(HAND)
+                fmt.setForeground(HAND)
+                if k == fork_point:
+                    fmt.setFontWeight(700)
+                    cursor.insertText("↳", self._hand_label)
+            if not tok.text:
+                continue  # bytes carried to the next token (part of one character)
+            self.text.starts.append(cursor.position())
+            cursor.insertText(tok.text, fmt)
+            self.text.ends.append(cursor.position())
+            self._tokens.append((step.id, k, tok))
 
     def tooltip_for(self, i: int) -> str:
         _nid, _k, tok = self._tokens[i]

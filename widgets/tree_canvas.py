@@ -10,7 +10,15 @@ from __future__ import annotations
 from html import escape
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QAction, QGuiApplication, QMouseEvent, QPainter, QPen, QWheelEvent
+from PySide6.QtGui import (
+    QAction,
+    QGuiApplication,
+    QMouseEvent,
+    QPainter,
+    QPen,
+    QPixmap,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsScene,
@@ -482,6 +490,8 @@ class _LegendOverlay(QWidget):
         self.drawing: TreeDrawing | None = None
         self.style = DrawStyle()
         self.collapsed = False
+        self._cache = QPixmap()
+        self._cache_key: tuple[object, ...] = ()
         self.setFixedSize(LEGEND_PX_WIDTH, LEGEND_HEIGHT + 10)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setToolTip("Click to fold the legend to its colour bar, or to unfold it")
@@ -500,18 +510,37 @@ class _LegendOverlay(QWidget):
         event.accept()
 
     def paintEvent(self, event) -> None:  # type: ignore[no-untyped-def]
+        """Blit the legend, drawn again only when what it shows changed: it overlaps the
+        view, so it is repainted with every frame of a growing tree."""
         if self.drawing is None:
             return
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        bg = self.style.background
-        painter.fillRect(self.rect(), bg.lighter(103) if bg.lightness() > 128 else bg.lighter(130))
-        paint_legend(
-            painter,
-            self.drawing,
-            self.style,
-            QPointF(6, 4),
-            collapsed=self.collapsed,
-            title_prefix="▸ " if self.collapsed else "▾ ",
+        ratio = self.devicePixelRatioF()
+        key = (
+            self.drawing.score_key,
+            self.drawing.score_range,
+            self.collapsed,
+            self.style.background.rgba(),
+            self.style.text.rgba(),
+            self.size().toTuple(),
+            ratio,
         )
+        if key != self._cache_key:
+            pixmap = QPixmap((self.size().toSizeF() * ratio).toSize())
+            pixmap.setDevicePixelRatio(ratio)
+            bg = self.style.background
+            pixmap.fill(bg.lighter(103) if bg.lightness() > 128 else bg.lighter(130))
+            painter = QPainter(pixmap)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            paint_legend(
+                painter,
+                self.drawing,
+                self.style,
+                QPointF(6, 4),
+                collapsed=self.collapsed,
+                title_prefix="▸ " if self.collapsed else "▾ ",
+            )
+            painter.end()
+            self._cache, self._cache_key = pixmap, key
+        painter = QPainter(self)
+        painter.drawPixmap(0, 0, self._cache)
         painter.end()

@@ -1,38 +1,81 @@
 """The live loop: engine events are applied at once, the views redrawn by a ~30 fps timer only
-when something changed; the timeline scrubs a live or stored session through `Replay`."""
+when something changed; the timeline scrubs a live or stored session through `Replay`.
+
+While a run is live the window keeps to a CPU budget (`FrameBudget`): on a machine with few
+cores every millisecond the GUI thread spends is taken from llama.cpp's threads, whose
+spinning barrier then waits for the one that lost its core. A bigger tree is redrawn less
+often; the search never runs slower because the window is open."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
-from PySide6.QtWidgets import (
-    QLabel,
-    QProgressBar,
-)
+from PySide6.QtWidgets import QLabel
 
 from app.window.parts import WindowParts
 from engine.replay import Replay
 from engine.tree import ACTIVE, TreeModel
+from widgets.busy_bar import BusyBar
 from widgets.search_phase import search_phase
 
 log = logging.getLogger(__name__)
 
 
-REDRAW_MS = 33  # the canvas: ~30 fps
-TRACE_MS = 150  # the trace text while a run is live
+REDRAW_MS = 33  # the canvas: at most ~30 fps
+TRACE_MS = 150  # the trace text while a run is live: at most this often
 CHARTS_MS = 400  # the pyqtgraph charts while a run is live (axis repaints cost ~20 ms)
+LIVE_GUI_SHARE = 0.10  # of one core, for all the GUI thread does while a run is live
+LIVE_GUI_BURST_S = 0.03  # the most the budget saves up: one frame's worth, not a stall's
+LIVE_FRAME_FLOOR_S = 0.5  # the view moves at least this often, whatever the budget says
+
+
+class FrameBudget:
+    """The GUI thread's CPU allowance while a run is live, as a token bucket: it accrues at
+    `share` of wall time (saving at most `burst` seconds), every CPU second the thread spends
+    (redraws, paints, applying events) draws it down, and a frame may start while it is
+    positive, or when none has for `floor` seconds. Call from the GUI thread only: it reads
+    that thread's CPU clock."""
+
+    def __init__(
+        self,
+        share: float = LIVE_GUI_SHARE,
+        burst: float = LIVE_GUI_BURST_S,
+        floor: float = LIVE_FRAME_FLOOR_S,
+        wall_clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
+        self.share, self.burst, self.floor = share, burst, floor
+        self._wall_clock, self._cpu_clock = wall_clock, cpu_clock
+        self.reset()
+
+    def reset(self) -> None:
+        self.balance = self.burst
+        self._wall = self._wall_clock()
+        self._cpu = self._cpu_clock()
+        self._frame = self._wall
+
+    def allows_frame(self) -> bool:
+        now, cpu = self._wall_clock(), self._cpu_clock()
+        self.balance = min(
+            self.burst, self.balance + self.share * (now - self._wall) - (cpu - self._cpu)
+        )
+        self._wall, self._cpu = now, cpu
+        if self.balance > 0 or now - self._frame >= self.floor:
+            self._frame = now
+            return True
+        return False
 
 
 class LiveView(WindowParts):
-    """Redraw what changed (~30 fps), follow the selection, scrub the timeline, and keep the
+    """Redraw what changed (up to ~30 fps, within the live budget), follow the selection, scrub the timeline, and keep the
     status bar's rate, phase, node and KV figures current."""
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
-        self.progress = QProgressBar()
+        self.progress = BusyBar()
         self.progress.setMaximumWidth(140)
-        self.progress.setRange(0, 0)
         self.progress.setVisible(False)
         self.status_rate = QLabel("– tok/s")
         self.status_live = QLabel("0 live")
@@ -59,11 +102,66 @@ class LiveView(WindowParts):
             sb.addPermanentWidget(w)
 
     def _on_redraw(self, force: bool = False) -> None:
-        """Repaint what changed: the canvas every frame, the trace and the charts (costlier,
-        and read rather than watched) at most every TRACE_MS / CHARTS_MS while a run is live."""
-        if not self._dirty and not force:
+        """Draw what changed, one view per tick: the most overdue of the canvas, the trace
+        and the charts, so no tick holds the GUI thread for more than one view's redraw.
+        While a run is live the ticks keep to the `FrameBudget`, and the trace and the
+        charts (read rather than watched) to at most every TRACE_MS / CHARTS_MS. `force`
+        draws all three now (a scrub, an opened session)."""
+        if force:
+            self._dirty = False
+            self._sync_timeline()
+            self._draw_canvas()
+            self._draw_trace()
+            self._draw_charts()
+            self._update_status()
             return
-        self._dirty = False
+        if not self._dirty:
+            self.redraw_timer.stop()  # nothing to draw: no ticks until something changes
+            return
+        live = self.controller.busy
+        if live and not self._frame_budget.allows_frame():
+            return  # still dirty: drawn when the budget allows
+        self._sync_timeline()
+        now = time.monotonic()
+        intervals = {"canvas": REDRAW_MS, "trace": TRACE_MS, "charts": CHARTS_MS}
+        drawn = {"canvas": self._canvas_drawn, "trace": self._trace_drawn,
+                 "charts": self._charts_drawn}
+        behind = {
+            "canvas": self._canvas_dirty,
+            "trace": self._trace_drawn < self._changed,
+            "charts": self._charts_drawn < self._changed,
+        }
+        waits = {
+            view: (now - drawn[view]) / (intervals[view] / 1000 if live else REDRAW_MS / 1000)
+            for view in intervals
+            if behind[view]
+        }
+        due = [view for view in waits if waits[view] >= 1]
+        if due:
+            view = max(due, key=waits.__getitem__)
+            draw = {"canvas": self._draw_canvas, "trace": self._draw_trace,
+                    "charts": self._draw_charts}
+            draw[view]()
+            behind[view] = False
+            self._update_status()
+        self._dirty = any(behind.values())
+
+    def _sync_timeline(self) -> None:
+        """The timeline's length follows the event log once a frame, not once an event batch:
+        each change repaints the slider and its label."""
+        if self.timeline.length != len(self.events):
+            self.timeline.set_length(len(self.events))
+
+    def _mark_changed(self) -> None:
+        """The live tree or the shown state changed: every view is behind."""
+        self._dirty = self._canvas_dirty = True
+        self._changed = time.monotonic()
+        if not self.redraw_timer.isActive():
+            self.redraw_timer.start()
+
+    def _draw_canvas(self) -> None:
+        self._canvas_dirty = False
+        self._canvas_drawn = time.monotonic()
         tree = self.shown_tree
         if self.live and not self._user_selected and tree is self.tree and len(tree) > 1:
             newest = tree.answer_node if tree.answer_node is not None else max(tree.nodes)
@@ -78,24 +176,19 @@ class LiveView(WindowParts):
         self.canvas.tree = tree
         self.canvas.refresh()
         self.result_header.show_tree(tree)
-        now = time.monotonic()
-        throttled = self.controller.busy and not force
-        selected = self.canvas.selected
-        if not throttled or now - self._trace_drawn >= TRACE_MS / 1000:
-            self._trace_drawn = now
-            if selected is not None and selected in tree:
-                if self.trace.node_id != selected or self.trace.tree is not tree:
-                    self.trace.show_node(tree, selected)
-                else:
-                    self.trace.refresh()
-        else:
-            self._dirty = True  # come back for the trace
-        if not throttled or now - self._charts_drawn >= CHARTS_MS / 1000:
-            self._charts_drawn = now
-            self.charts.refresh(tree, selected, self.events, self.timeline.position)
-        else:
-            self._dirty = True
-        self._update_status()
+
+    def _draw_trace(self) -> None:
+        self._trace_drawn = time.monotonic()
+        tree, selected = self.shown_tree, self.canvas.selected
+        if selected is not None and selected in tree:
+            if self.trace.node_id != selected or self.trace.tree is not tree:
+                self.trace.show_node(tree, selected)
+            else:
+                self.trace.refresh()
+
+    def _draw_charts(self) -> None:
+        self._charts_drawn = time.monotonic()
+        self.charts.refresh(self.shown_tree, self.canvas.selected, self.events, self.timeline.position)
 
     def _nearest_shown_ancestor(self, node_id: int, tree: TreeModel) -> int | None:
         current: int | None = node_id
@@ -137,15 +230,15 @@ class LiveView(WindowParts):
         self.charts.refresh(self.shown_tree, node_id, self.events, self.timeline.position)
 
     def _on_timeline(self, position: int) -> None:
-        if position >= len(self.events):
+        if position >= self.timeline.length:  # the head (the log may be a frame ahead)
             self.shown_tree = self.tree
         else:
             if self.replay is None or len(self.replay) != len(self.events):
                 self.replay = Replay(self.events)
             self.shown_tree = self.replay.tree_at(position - 1)
-        self._dirty = True  # the canvas refits each state unless the user zoomed or panned
+        self._mark_changed()  # the canvas refits each state unless the user zoomed or panned
 
     def scrub_to(self, position: int) -> None:
         """Show the session as it stood after `position` events, drawn now."""
         self.timeline.set_position(position, user=True)
-        self._on_redraw()
+        self._on_redraw(force=True)

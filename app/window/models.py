@@ -223,13 +223,12 @@ class ModelActions(WindowParts):
 
     def _on_weights_progress(self, fraction: float, message: str) -> None:
         """Converting and measuring weight formats (the first load of a model on a machine)."""
-        self.progress.setRange(0, 100)
-        self.progress.setValue(round(100 * fraction))
+        self.progress.set_fraction(fraction)
         self.progress.setVisible(True)
         self.statusBar().showMessage(f"Weight format: {message}…" if fraction < 1 else f"Weight format: {message}")
 
     def _on_model_loaded(self, info: dict[str, Any]) -> None:
-        self.progress.setRange(0, 0)  # back to the busy indicator
+        self.progress.set_busy()  # back to the busy indicator
         if not self.controller.busy:
             self.progress.setVisible(False)
         weights = info.get("weights") or {}

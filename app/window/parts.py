@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QMessageBox,
-    QProgressBar,
     QStyle,
     QToolBar,
 )
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
 from engine.events import Event
 from engine.replay import Replay
 from engine.tree import TreeModel
+from widgets.busy_bar import BusyBar
 from widgets.charts import SearchCharts
 from widgets.media_icons import media_icon
 from widgets.result_header import ResultHeader
@@ -39,6 +39,7 @@ from widgets.tree_canvas import TreeCanvas
 
 if TYPE_CHECKING:
     from app.controller import EngineController
+    from app.window.live_view import FrameBudget
     from engine.store import SessionStore
 
 
@@ -62,8 +63,12 @@ class WindowParts(QMainWindow):
     db_label: str
     compare_dialog: CompareDialog | None
     _dirty: bool
+    _canvas_dirty: bool
+    _canvas_drawn: float
     _trace_drawn: float
     _charts_drawn: float
+    _changed: float
+    _frame_budget: FrameBudget
     _selection_target: int | None
     _user_selected: bool
     _token_times: deque[tuple[float, int]]
@@ -82,7 +87,7 @@ class WindowParts(QMainWindow):
     timeline_bar: QToolBar
     redraw_timer: QTimer
     recent_menu: QMenu
-    progress: QProgressBar
+    progress: BusyBar
     status_rate: QLabel
     status_phase: QLabel
     status_live: QLabel
@@ -145,6 +150,7 @@ class WindowParts(QMainWindow):
     if TYPE_CHECKING:  # what one concern calls in another
 
         def _on_redraw(self, force: bool = False) -> None: ...
+        def _mark_changed(self) -> None: ...
         def _reset_session(self, live: bool) -> None: ...
         def _update_actions(self) -> None: ...
         def _store(self) -> SessionStore: ...

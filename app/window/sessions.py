@@ -14,6 +14,7 @@ from engine.errors import ThoughtscopeError
 from engine.replay import Replay, clone_tree
 from engine.store import SessionStore
 from engine.tree import TreeModel
+from widgets.result_header import outcome_of, status_message
 from widgets.session_compare import CompareDialog
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,14 @@ class SessionActions(WindowParts):
         if self.tree.answer_node is not None:
             self.canvas.select(self.tree.answer_node)
             self._user_selected = True
-        self._dirty = True
-        self._on_redraw()
+        self._mark_changed()
+        self._on_redraw(force=True)
         self.setWindowTitle(f"Thoughtscope — session {session_id}")
+        # the outcome of the session shown, not of the last run (a session never finished
+        # was cut short: the app closed or crashed while it ran)
+        self.statusBar().showMessage(
+            f"Session {session_id} · {status_message(outcome_of(self.tree), 'interrupted')}"
+        )
         self._update_actions()
         return True
 
