@@ -2,7 +2,7 @@
 
 What each menu and panel does lives in `app/window/`: models.py (open, download, load,
 weight kernels), runs.py (what happens when you press Run, pause/step/stop, branch/fork/edit),
-live_view.py (the ~30 fps redraw loop, timeline, status bar), sessions.py (the store: open,
+live_view.py (the paced redraw loop, timeline, status bar), sessions.py (the store: open,
 rename, delete, compare), sweeps.py (View > Sweeps…), export.py (diagram and data exports), appearance.py (themes),
 settings.py (what is kept between launches) and help.py (About). This class builds the views
 and docks, wires the controller's signals to those modules' slots, and assembles the menus.

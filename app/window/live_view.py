@@ -1,5 +1,6 @@
-"""The live loop: engine events are applied at once, the views redrawn by a ~30 fps timer only
-when something changed; the timeline scrubs a live or stored session through `Replay`.
+"""The live loop: engine events are applied at once, the views redrawn by a timer (at most
+~30 fps) only when something changed; the timeline scrubs a live or stored session through
+`Replay`.
 
 While a run is live the window keeps to a CPU budget (`FrameBudget`): on a machine with few
 cores every millisecond the GUI thread spends is taken from llama.cpp's threads, whose
@@ -24,9 +25,9 @@ log = logging.getLogger(__name__)
 
 
 REDRAW_MS = 33  # the canvas: at most ~30 fps
-TRACE_MS = 150  # the trace text while a run is live: at most this often
-CHARTS_MS = 400  # the pyqtgraph charts while a run is live (axis repaints cost ~20 ms)
-LIVE_GUI_SHARE = 0.10  # of one core, for all the GUI thread does while a run is live
+TRACE_MS = 300  # the trace text while a run is live: at most this often
+CHARTS_MS = 1000  # the pyqtgraph charts while a run is live (axis repaints cost ~20 ms)
+LIVE_GUI_SHARE = 0.12  # of one core, for all the GUI thread does while a run is live
 LIVE_GUI_BURST_S = 0.03  # the most the budget saves up: one frame's worth, not a stall's
 LIVE_FRAME_FLOOR_S = 0.5  # the view moves at least this often, whatever the budget says
 
@@ -69,8 +70,8 @@ class FrameBudget:
 
 
 class LiveView(WindowParts):
-    """Redraw what changed (up to ~30 fps, within the live budget), follow the selection, scrub the timeline, and keep the
-    status bar's rate, phase, node and KV figures current."""
+    """Redraw what changed (up to ~30 fps, within the live budget), follow the selection,
+    scrub the timeline, and keep the status bar's rate, phase, node and KV figures current."""
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
