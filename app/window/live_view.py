@@ -5,7 +5,8 @@
 While a run is live the window keeps to a CPU budget (`FrameBudget`): on a machine with few
 cores every millisecond the GUI thread spends is taken from llama.cpp's threads, whose
 spinning barrier then waits for the one that lost its core. A bigger tree is redrawn less
-often; the search never runs slower because the window is open."""
+often, rather than the search slowed further (`bench --gui`: the live search at ~0.9 of the
+same search headless on 2 cores)."""
 
 from __future__ import annotations
 
