@@ -2,14 +2,17 @@
 file: two tiny sweeps started from the form, the chart against accuracies counted from the
 stored sessions, a real click on a point listing its runs, a click on a run opening its
 session in the main window's tree view, two sweeps compared on one plot, the plot exported
-as SVG/PNG/PDF, Cancel and Resume, and the form's refusals.
+as SVG/PNG/PDF, Cancel and Resume, the form's refusals, and a sweep on two worker processes
+against the same greedy runs in the window's process.
 
-Budgets are tiny (3 problems, at most 16 tokens a path, one worker): the machine has 2 cores.
+Budgets are tiny (3 problems, at most 16 tokens a path, one worker but in that last sweep):
+the machine has 2 cores.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import xml.etree.ElementTree as ET
@@ -252,3 +255,44 @@ def test_the_form_refuses_bad_input_in_one_line(sweeps: dict[str, Any]) -> None:
     assert "\n" not in (view.last_error or "")
     assert not view.running
     assert _rows(sweeps["db"], "SELECT count(*) FROM sweeps") == before
+
+
+def test_a_sweep_on_two_worker_processes_matches_the_one_in_process(
+    sweeps: dict[str, Any],
+) -> None:
+    """Workers >= 2 run the sweep in worker processes (ProcessExecutor), each with its own
+    llama.cpp; greedy decoding must give the answers sweep B gave in the window's process.
+    (Two seeds, so it is a new sweep: the same plan as B would resume B, already done.)"""
+    window: MainWindow = sweeps["window"]
+    view: SweepsView = sweeps["view"]
+    db: Path = sweeps["db"]
+    _fill_form(view, sweeps["problems"], ["greedy"], budgets="1", max_tokens=12, name="C")
+    view.seeds_spin.setValue(2)
+    view.workers_spin.setValue(2)
+    qapp = QApplication.instance()
+    third = _run_from_form(qapp, view)
+    wait_until(qapp, lambda: not window.controller.busy)
+    assert third not in (sweeps["first"], sweeps["second"])
+
+    def answers(sweep_id: int) -> dict[str, set[str | None]]:
+        rows = _rows(db, "SELECT prompt, answer FROM sessions WHERE sweep_id = ? "
+                     "AND status = 'finished'", sweep_id)
+        out: dict[str, set[str | None]] = {}
+        for prompt, answer in rows:
+            out.setdefault(prompt, set()).add(answer)
+        return out
+
+    def pids(sweep_id: int) -> set[int]:
+        rows = _rows(db, "SELECT worker FROM sweep_runs WHERE sweep_id = ?", sweep_id)
+        return {int(worker.rsplit(":", 1)[1]) for (worker,) in rows}
+
+    assert _rows(db, "SELECT count(*) FROM sessions WHERE sweep_id = ? AND status = 'finished'",
+                 third) == [(6,)]
+    assert answers(third) == answers(sweeps["second"])  # greedy: both seeds, B's answers
+    assert pids(sweeps["second"]) == {os.getpid()}  # one worker: the window's process
+    assert pids(third) and os.getpid() not in pids(third)  # worker processes
+    # recorded by other processes, read here: the chart has the sweep's one point
+    view.show_sweep(third)
+    view.compare_with(None)
+    assert [p.key for p in view.chart.points] == [(third, 0)]
+    assert "6/6 runs" in view.title_label.text()
