@@ -231,10 +231,9 @@ def run_engine_bench(
     threads = os.cpu_count() or 1
     started = time.perf_counter()
     result: dict[str, Any] = {"shape": dict(shape, live_branches=branches), "quick": quick}
+    decodes = shape["steps"] * shape["step_tokens"] // 2  # the raw loops' length, every format
     _say(progress, "raw decode rates of each weight format")
-    by_format = raw_rates_by_format(
-        model_path, threads, (1, branches, 32), shape["steps"] * shape["step_tokens"] // 2
-    )
+    by_format = raw_rates_by_format(model_path, threads, (1, branches, 32), decodes)
     result["raw_tok_s_by_format"] = by_format
     with LlamaRuntime(
         model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads)
@@ -244,7 +243,6 @@ def run_engine_bench(
         _say(progress, "warm-up")
         raw_decode_tok_s(runtime, branches, 4)
         _say(progress, f"raw decode loop, {branches} branches")
-        decodes = shape["steps"] * shape["step_tokens"] // 2
         raw = raw_decode_tok_s(runtime, branches, decodes)
         _say(
             progress,

@@ -227,7 +227,6 @@ class TreeCanvas(QWidget):
         self.selected: int | None = None
         self.drawing: TreeDrawing | None = None
         self.auto_fit = True
-        self._legend_key: tuple[object, ...] = ()
         self._scene = QGraphicsScene(self)
         self._item = _TreeItem()
         self._scene.addItem(self._item)
@@ -296,11 +295,8 @@ class TreeCanvas(QWidget):
         self._item.set_drawing(self.drawing)
         # a generous scene rect, so the view can centre the tree beside the legend
         self._scene.setSceneRect(self.drawing.bounds.adjusted(-4000, -4000, 4000, 4000))
-        legend_key = (self.drawing.score_key, self.drawing.score_range)
-        if self.legend.drawing is None or legend_key != self._legend_key:
-            self._legend_key = legend_key
-            self.legend.update()
         self.legend.drawing = self.drawing
+        self.legend.update()  # a blit, unless what the legend shows changed (its own cache)
         if self.auto_fit:
             self.fit(keep_auto=True)
         self._show_legend()
