@@ -104,6 +104,9 @@ def run(qapp: QApplication, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     wait_until(qapp, lambda: not window.controller.busy and window.tree.finished is not None, 120)
     wait_until(qapp, lambda: window.session_id is not None, 10)
     settle(qapp, 0.2)
+    observed["shown_at_end"] = (
+        window.canvas.selected, window.trace.node_id, window.charts.selected
+    )
     window.grab().save(str(tmp / "finished.png"))
     yield observed
     window.close()
@@ -530,3 +533,12 @@ def test_two_exit_policies_checked_in_the_form_both_act_on_the_run(
         assert again.run_panel.exits.forms["entropy"].isVisibleTo(again.run_panel)
     finally:
         again.close()
+
+
+def test_the_views_show_the_answer_when_the_run_ends(run: dict[str, Any]) -> None:
+    """Nothing chosen by hand: the tree, the trace and the charts all land on the answer
+    (the views redraw one per tick; none may keep the node it showed before the end)."""
+    window: MainWindow = run["window"]
+    answer = window.tree.answer_node
+    assert answer is not None
+    assert run["shown_at_end"] == (answer, answer, answer)

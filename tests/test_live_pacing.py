@@ -15,7 +15,7 @@ import pytest
 from PySide6.QtWidgets import QApplication
 
 from app.controller import ENGINE_NICE, yield_cores_to_the_gui
-from app.window.live_view import FrameBudget
+from app.window.live_view import LIVE_INTERVALS_S, FrameBudget, next_view
 from app.window.runs import settle_heap
 from widgets.busy_bar import BUSY_FPS, BUSY_POSITIONS, BusyBar
 
@@ -162,3 +162,28 @@ def test_the_engine_thread_and_the_threads_it_starts_run_nicer_than_the_gui() ->
     t.join()
     assert seen == {"engine": min(ENGINE_NICE, 19 - main_before), "child": seen["engine"]}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+
+
+def test_each_tick_draws_the_due_view_drawn_longest_ago() -> None:
+    behind = {"canvas": True, "trace": True, "charts": True}
+    # the budget allows a tick every 0.2 s: the tree is due every tick, but the charts (4 s
+    # stale) get theirs, then the trace (3 s); at 100.4 only the tree is due (trace drawn
+    # 0.2 s ago, charts 0.4 s ago); at 100.6 the trace is due again and older than the tree
+    drawn = {"canvas": 99.8, "trace": 97.0, "charts": 96.0}
+    order = []
+    now = 100.0
+    for _ in range(4):
+        view = next_view(now, drawn, behind, LIVE_INTERVALS_S)
+        assert view is not None
+        order.append(view)
+        drawn[view] = now
+        now += 0.2
+    assert order == ["charts", "trace", "canvas", "trace"]
+    # not yet due: the trace drawn 0.1 s ago waits for its interval, the charts too
+    drawn = {"canvas": 100.0, "trace": 99.9, "charts": 99.5}
+    assert next_view(100.0, drawn, behind, LIVE_INTERVALS_S) is None
+    assert next_view(100.04, drawn, behind, LIVE_INTERVALS_S) == "canvas"
+    # up to date views are never drawn; idle (no intervals), the oldest behind is drawn now
+    assert next_view(100.0, drawn, {"canvas": False, "trace": True, "charts": False}, None) == (
+        "trace")
+    assert next_view(100.0, drawn, dict.fromkeys(behind, False), None) is None

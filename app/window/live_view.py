@@ -70,6 +70,27 @@ class FrameBudget:
         return False
 
 
+LIVE_INTERVALS_S = {"canvas": REDRAW_MS / 1000, "trace": TRACE_MS / 1000,
+                    "charts": CHARTS_MS / 1000}
+
+
+def next_view(
+    now: float,
+    drawn: dict[str, float],
+    behind: dict[str, bool],
+    intervals: dict[str, float] | None,
+) -> str | None:
+    """The view one tick draws: of those behind the model and due (drawn at least their
+    interval ago; `intervals` None: every view is due), the one drawn longest ago. The
+    oldest, not the most overdue relative to its interval: when the budget allows few ticks,
+    the tree's short interval would otherwise win every tick and the charts never be drawn."""
+    due = [
+        view for view, late in behind.items()
+        if late and (intervals is None or now - drawn[view] >= intervals[view])
+    ]
+    return min(due, key=drawn.__getitem__) if due else None
+
+
 class LiveView(WindowParts):
     """Redraw what changed (up to ~30 fps, within the live budget), follow the selection,
     scrub the timeline, and keep the status bar's rate, phase, node and KV figures current."""
@@ -104,14 +125,16 @@ class LiveView(WindowParts):
             sb.addPermanentWidget(w)
 
     def _on_redraw(self, force: bool = False) -> None:
-        """Draw what changed, one view per tick: the most overdue of the canvas, the trace
-        and the charts, so no tick holds the GUI thread for more than one view's redraw.
+        """Draw what changed, one view per tick (`next_view`: of the canvas, the trace and the
+        charts, the one drawn longest ago), so no tick holds the GUI thread for more than one
+        view's redraw.
         While a run is live the ticks keep to the `FrameBudget`, and the trace and the
         charts (read rather than watched) to at most every TRACE_MS / CHARTS_MS. `force`
         draws all three now (a scrub, an opened session)."""
         if force:
             self._dirty = False
             self._sync_timeline()
+            self._follow_selection()
             self._draw_canvas()
             self._draw_trace()
             self._draw_charts()
@@ -124,23 +147,18 @@ class LiveView(WindowParts):
         if live and not self._frame_budget.allows_frame():
             return  # still dirty: drawn when the budget allows
         self._sync_timeline()
-        now = time.monotonic()
-        intervals = {"canvas": REDRAW_MS, "trace": TRACE_MS, "charts": CHARTS_MS}
+        self._follow_selection()
+        selected = self.canvas.selected
         drawn = {"canvas": self._canvas_drawn, "trace": self._trace_drawn,
                  "charts": self._charts_drawn}
         behind = {
             "canvas": self._canvas_dirty,
-            "trace": self._trace_drawn < self._changed,
-            "charts": self._charts_drawn < self._changed,
+            "trace": self._trace_drawn < self._changed
+            or (self.trace.node_id != selected and selected in self.shown_tree),
+            "charts": self._charts_drawn < self._changed or self.charts.selected != selected,
         }
-        waits = {
-            view: (now - drawn[view]) / (intervals[view] / 1000 if live else REDRAW_MS / 1000)
-            for view in intervals
-            if behind[view]
-        }
-        due = [view for view in waits if waits[view] >= 1]
-        if due:
-            view = max(due, key=waits.__getitem__)
+        view = next_view(time.monotonic(), drawn, behind, LIVE_INTERVALS_S if live else None)
+        if view is not None:
             draw = {"canvas": self._draw_canvas, "trace": self._draw_trace,
                     "charts": self._draw_charts}
             draw[view]()
@@ -161,9 +179,11 @@ class LiveView(WindowParts):
         if not self.redraw_timer.isActive():
             self.redraw_timer.start()
 
-    def _draw_canvas(self) -> None:
-        self._canvas_dirty = False
-        self._canvas_drawn = time.monotonic()
+    def _follow_selection(self) -> None:
+        """The node the views show: while live and not chosen by the user, the answer or else
+        the newest node; scrubbed to before the selected node existed, its nearest ancestor.
+        Settled before any view draws, so the trace and the charts never show another node
+        than the tree highlights."""
         tree = self.shown_tree
         if self.live and not self._user_selected and tree is self.tree and len(tree) > 1:
             newest = tree.answer_node if tree.answer_node is not None else max(tree.nodes)
@@ -173,11 +193,14 @@ class LiveView(WindowParts):
             self._selection_target if self._selection_target is not None else self.canvas.selected
         )
         if target is not None:
-            # scrubbed to before the selected node existed: show its nearest ancestor
             self.canvas.selected = self._nearest_shown_ancestor(target, tree)
-        self.canvas.tree = tree
+
+    def _draw_canvas(self) -> None:
+        self._canvas_dirty = False
+        self._canvas_drawn = time.monotonic()
+        self.canvas.tree = self.shown_tree
         self.canvas.refresh()
-        self.result_header.show_tree(tree)
+        self.result_header.show_tree(self.shown_tree)
 
     def _draw_trace(self) -> None:
         self._trace_drawn = time.monotonic()
