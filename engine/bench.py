@@ -104,7 +104,10 @@ def raw_rates_of_format(
 def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> dict[str, Any]:
     """tok/s of best-of-N (no verifier, 64-token one-step chains) at n = 32, 128 and 254 (llama.cpp
     holds 256 sequences: the chains, the prompt's and a probe's), in the layout the run
-    chooses (one KV stream per chain) and, for comparison, in one unified cache."""
+    chooses (one KV stream per chain) and, for comparison, in one unified cache. Besides,
+    `stepped_32`: n = 32 with the default steps (a delimiter, EOG allowed, 128 tokens), whose
+    chains leave the decodes at different tokens: across streams the run then gathers the
+    remaining ones into consecutive streams (`stream_moves`, engine/kv_streams.py)."""
     from engine import session
     from engine.session import RunSpec, run_search
 
@@ -118,19 +121,25 @@ def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> d
             if layout == "unified":  # the same runs with the streams layout switched off
                 session.STREAMS_MIN_CHAINS = 1 << 30
             try:
-                for n in (32, 128, 254):
+                runs = [
+                    # one 64-token step per chain: every chain stays in every decode, so the
+                    # figure is the KV layout's cost, not steps ending unevenly
+                    (str(n), n, StepConfig(delimiter=None, max_tokens=chain_tokens,
+                                           max_step_tokens=chain_tokens, ban_eog=True))
+                    for n in (32, 128, 254)
+                ] + [("stepped_32", 32, StepConfig(max_tokens=2 * chain_tokens))]
+                for key, n, step in runs:
                     spec = RunSpec(
                         prompt=BENCH_PROMPT, strategy="best_of_n", strategy_options={"n": n},
-                        sampling=SAMPLING,
-                        # one 64-token step per chain: every chain stays in every decode,
-                        # so the figure is the KV layout's cost, not steps ending unevenly
-                        step=StepConfig(delimiter=None, max_tokens=chain_tokens,
-                                        max_step_tokens=chain_tokens, ban_eog=True),
+                        sampling=SAMPLING, step=step,
                     )
+                    moves = runtime.stream_moves
                     t0 = time.perf_counter()
                     outcome = run_search(runtime, spec)
                     wall = time.perf_counter() - t0
-                    out[layout][str(n)] = round(outcome.tree.tokens_generated / wall, 1)
+                    out[layout][key] = round(outcome.tree.tokens_generated / wall, 1)
+                    if key == "stepped_32" and layout == "streams":
+                        out["stepped_32_stream_moves"] = runtime.stream_moves - moves
             finally:
                 session.STREAMS_MIN_CHAINS = keep
     return out

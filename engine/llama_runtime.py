@@ -3,7 +3,8 @@
 Low-level API only: one unified KV cache shared by up to `n_seq_max` sequences, forks by
 `llama_memory_seq_cp` (cells are shared, nothing is re-decoded), one `llama_decode` for every
 live branch, logits read per batch row with `llama_get_logits_ith`, and `llama_memory_seq_rm`
-to release a sequence. Every limit that makes llama.cpp abort the process (batch larger than
+to release a sequence. A run may switch to one KV stream per sequence (`KVLayout`), where the
+runtime keeps each decode's sequences in consecutive streams (engine/kv_streams.py). Every limit that makes llama.cpp abort the process (batch larger than
 `n_batch`, sequence id out of range, position past the context) is checked here first.
 
 Not thread-safe: create, use and close it on one thread.
@@ -16,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy.typing as npt
 from engine.chat_template import ChatPrompt, build_chat_prompt
 from engine.errors import Cancelled, ModelFileError, ParameterError
 from engine.kernel_probe import KernelPath, requested_mode, resolve_kernel_path
+from engine.kv_streams import StreamPlacement
 from engine.llama_backend import init_backend
 from engine.model_files import ModelFileInfo, check_gguf, model_file_info
 from engine.run_control import RunControl
@@ -102,6 +105,9 @@ class LlamaRuntime:
     # every token a successful llama_decode processed on this context, for its whole life
     # (an independent count the engine's compute ledger is checked against)
     tokens_decoded: int = 0
+    # whole-stream copies made, for the context's whole life, to give a decode's sequences
+    # consecutive KV streams (the streams layout; engine/kv_streams.py)
+    stream_moves: int = 0
 
     def __init__(
         self,
@@ -120,6 +126,7 @@ class LlamaRuntime:
         self._ctx: Any = None
         self._batch: Any = None
         self._requested_layout: KVLayout | None = None
+        self._placement: StreamPlacement | None = None
         # the file the engine runs: the original or a measured upcast (engine/weight_format.py)
         self.weights: WorkingWeights = resolve_working_weights(
             path, self.config.weights, sha256=self.file.sha256,
@@ -214,6 +221,7 @@ class LlamaRuntime:
         self.n_batch = min(n_batch, int(llama.llama_n_batch(self._ctx)))
         self.n_seq_max = int(llama.llama_n_seq_max(self._ctx))
         self.kv_unified = layout.unified
+        self._placement = None if layout.unified else StreamPlacement(self.n_seq_max)
         self._mem = llama.llama_get_memory(self._ctx)
         self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
 
@@ -374,40 +382,64 @@ class LlamaRuntime:
         if not 0 <= seq < self.n_seq_max:
             raise ValueError(f"sequence id {seq} outside [0, {self.n_seq_max})")
 
+    def _stream(self, seq: int) -> int:
+        """The llama.cpp sequence id holding `seq`: itself in the unified layout; across KV
+        streams wherever `StreamPlacement` keeps it (engine/kv_streams.py)."""
+        self._check_seq(seq)
+        return seq if self._placement is None else self._placement.stream_of[seq]
+
     def seq_copy(self, src: int, dst: int) -> None:
         """Share all of `src`'s cells with `dst`: nothing is re-decoded; in the unified layout
         nothing is copied either, across KV streams the stream's cells are copied."""
-        self._check_seq(src)
-        self._check_seq(dst)
-        llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        llama.llama_memory_seq_cp(self._mem, self._stream(src), self._stream(dst), -1, -1)
 
     def seq_copy_range(self, src: int, dst: int, p0: int, p1: int) -> None:
         """Share `src`'s cells in positions [p0, p1) with `dst` (an empty sequence). Across
         KV streams llama.cpp copies only whole streams (a partial range aborts the process),
         so there the whole stream is copied and the positions outside [p0, p1) removed."""
-        self._check_seq(src)
-        self._check_seq(dst)
+        s, d = self._stream(src), self._stream(dst)
         if p1 <= p0:
             return
         if self.kv_unified:
-            llama.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+            llama.llama_memory_seq_cp(self._mem, s, d, p0, p1)
             return
-        llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
-        llama.llama_memory_seq_rm(self._mem, dst, p1, -1)
+        llama.llama_memory_seq_cp(self._mem, s, d, -1, -1)
+        llama.llama_memory_seq_rm(self._mem, d, p1, -1)
         if p0 > 0:
-            llama.llama_memory_seq_rm(self._mem, dst, 0, p0)
+            llama.llama_memory_seq_rm(self._mem, d, 0, p0)
 
     def seq_remove(self, seq: int, p0: int = -1, p1: int = -1) -> None:
         """Drop `seq` from cells in [p0, p1); a cell no sequence holds is free again."""
-        self._check_seq(seq)
-        llama.llama_memory_seq_rm(self._mem, seq, p0, p1)
+        llama.llama_memory_seq_rm(self._mem, self._stream(seq), p0, p1)
 
     def seq_pos_max(self, seq: int) -> int:
-        self._check_seq(seq)
-        return int(llama.llama_memory_seq_pos_max(self._mem, seq))
+        return int(llama.llama_memory_seq_pos_max(self._mem, self._stream(seq)))
 
     def clear_memory(self) -> None:
         llama.llama_memory_clear(self._mem, True)
+        if self._placement is not None:
+            self._placement = StreamPlacement(self.n_seq_max)
+
+    def _decode_order(self, entries: Sequence[BatchEntry]) -> tuple[list[int], list[int] | None]:
+        """Across KV streams: the stream of each entry, and the order to decode them in
+        (None: as given). The entries' sequences are first gathered into consecutive streams
+        (whole-stream copies, `StreamPlacement.gather`), then sorted by stream, so that
+        llama.cpp decodes them in one pass instead of one pass per run of streams."""
+        place = self._placement
+        assert place is not None
+        streams = place.streams([e.seq for e in entries])
+        if all(0 <= b - a <= 1 for a, b in pairwise(streams)):
+            return streams, None
+        busy = [
+            int(llama.llama_memory_seq_pos_max(self._mem, s)) >= 0 for s in range(self.n_seq_max)
+        ]
+        for src, dst in place.gather([e.seq for e in entries], busy):
+            llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+            llama.llama_memory_seq_rm(self._mem, src, -1, -1)
+            self.stream_moves += 1
+        streams = place.streams([e.seq for e in entries])
+        order = sorted(range(len(entries)), key=streams.__getitem__)
+        return streams, order
 
     # -- decoding -----------------------------------------------------------------------
     def decode(self, entries: Sequence[BatchEntry]) -> list[npt.NDArray[np.float32]]:
@@ -418,16 +450,22 @@ class LlamaRuntime:
             return []
         if n > self.n_batch:
             raise ValueError(f"batch of {n} tokens exceeds n_batch={self.n_batch}")
-        batch = self._batch
-        batch.n_tokens = n
-        for i, e in enumerate(entries):
+        for e in entries:
             if not 0 <= e.pos < self.n_ctx_seq:
                 raise ValueError(f"position {e.pos} outside the context of {self.n_ctx_seq}")
             self._check_seq(e.seq)
+        if self._placement is None:
+            streams, order = [e.seq for e in entries], None
+        else:
+            streams, order = self._decode_order(entries)
+        batch = self._batch
+        batch.n_tokens = n
+        for i, j in enumerate(order if order is not None else range(n)):
+            e = entries[j]
             batch.token[i] = e.token
             batch.pos[i] = e.pos
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = e.seq
+            batch.seq_id[i][0] = streams[j]
             batch.logits[i] = e.logits
         rc = int(llama.llama_decode(self._ctx, batch))
         if rc == 2:  # the abort callback fired: the run was cancelled
@@ -437,11 +475,15 @@ class LlamaRuntime:
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc}")
         self.tokens_decoded += n
-        rows: list[npt.NDArray[np.float32]] = []
         n_vocab = self.n_vocab
-        for i, e in enumerate(entries):
+        row_of = list(range(n))  # batch row of each entry
+        if order is not None:
+            for i, j in enumerate(order):
+                row_of[j] = i
+        rows: list[npt.NDArray[np.float32]] = []
+        for j, e in enumerate(entries):
             if e.logits:
-                ptr = llama.llama_get_logits_ith(self._ctx, i)
+                ptr = llama.llama_get_logits_ith(self._ctx, row_of[j])
                 rows.append(np.ctypeslib.as_array(ptr, shape=(n_vocab,)))
         return rows
 
