@@ -54,30 +54,22 @@ def sample_token(
     rng: np.random.Generator,
     banned: npt.NDArray[np.bool_] | None = None,
     *,
-    shifted: npt.NDArray[np.float32] | None = None,
-    exp_shifted: npt.NDArray[np.float32] | None = None,
+    weights: npt.NDArray[np.float32] | None = None,
 ) -> int:
     """Draw one token id from a logits row under `params` (filters in the order
     top-k, min-p, top-p, as llama.cpp's default chain applies them).
 
-    `shifted` (logits - max) and `exp_shifted` (its exp), when the caller has them from the
-    token metrics, save the pass that computes the weights: at temperature 1 the weights are
-    `exp_shifted` itself. Every filter is invariant to scaling the weights, so the shift by
-    the unbanned or the overall maximum draws the same token."""
+    `weights`, when the caller has them from the token metrics
+    (`DistributionStats.sampling_weights`: exp((z - max z) / temperature) with the banned
+    tokens zeroed), save the passes that compute them. Every filter is invariant to scaling
+    the weights, so the shift by the overall maximum draws the same token as a shift by the
+    unbanned one; a row whose allowed weights all underflowed below a banned maximum falls
+    back to the logits."""
     if params.is_greedy:
         if banned is not None:
             logits = np.where(banned, np.float32(-np.inf), logits)
         return int(np.argmax(logits))
-    p: npt.NDArray[np.float32] | None = None
-    if shifted is not None:
-        if params.temperature == 1.0 and exp_shifted is not None:
-            p = exp_shifted if banned is None else exp_shifted.copy()
-        else:
-            p = np.exp(shifted * np.float32(1.0 / params.temperature))
-        if banned is not None:
-            np.putmask(p, banned, np.float32(0.0))
-        if not p.max() > 0:  # every allowed weight underflowed below a banned maximum
-            p = None
+    p = weights if weights is not None and weights.max() > 0 else None
     if p is None:
         if banned is not None:
             logits = np.where(banned, np.float32(-np.inf), logits)

@@ -29,10 +29,29 @@ CONFIDENCE_K = 20  # DeepConf's k
 _TOP_WINDOWS = (3.0, 9.0, 16.0)  # nats below the max logit, tried in turn before a partition
 
 
+class StatsBuffers:
+    """Scratch matrices that every `distribution_stats` call of one engine reuses. Fresh
+    (rows, vocab) float32 arrays at each decode (3 MB at 16 rows) are new pages each time, and
+    their page faults made the arithmetic ~2x slower than on warm memory (measured: 6.6 ms a
+    16-row call against ~3.5 ms). A call's `DistributionStats` arrays alias these buffers:
+    they are valid until the next call with the same buffers."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, npt.NDArray[np.float32]] = {}
+
+    def take(self, name: str, rows: int, cols: int) -> npt.NDArray[np.float32]:
+        a = self._arrays.get(name)
+        if a is None or a.shape[0] < rows or a.shape[1] != cols:
+            a = np.empty((rows, cols), dtype=np.float32)
+            self._arrays[name] = a
+        return a[:rows]
+
+
 @dataclass(slots=True)
 class DistributionStats:
     """Metrics of each row's distribution (model temperature 1). `shifted` (z - max z, float32)
-    and `exp_shifted` (its exp) are kept so the sampler reuses them instead of another pass."""
+    and `exp_shifted` (its exp) are kept so the sampler's weights need no pass of their own
+    (`sampling_weights`)."""
 
     log_z: npt.NDArray[np.float64]  # log partition of the shifted logits
     row_max: npt.NDArray[np.float32]
@@ -44,26 +63,51 @@ class DistributionStats:
     top_logprobs: list[list[float]]
     shifted: npt.NDArray[np.float32]
     exp_shifted: npt.NDArray[np.float32]
+    scratch: npt.NDArray[np.float32]  # free once the moments are summed
+    _weights: tuple[float, npt.NDArray[np.float32]] | None = None
 
     def logprob(self, logits: npt.NDArray[np.float32], row: int, token: int) -> float:
         return float(logits[row, token] - self.row_max[row] - self.log_z[row])
 
+    def sampling_weights(
+        self, temperature: float, banned_ids: npt.NDArray[np.intp] | None
+    ) -> npt.NDArray[np.float32]:
+        """exp((z - max z) / temperature) for every row at once, with the banned token ids
+        zeroed: the unnormalised weights `sample_token` draws from (every filter is
+        invariant to scaling them). Computed once per temperature; at temperature 1 they are
+        `exp_shifted` itself, zeroed in place (the metrics are summed by then)."""
+        if self._weights is not None and self._weights[0] == temperature:
+            return self._weights[1]
+        if temperature == 1.0:
+            w = self.exp_shifted
+        else:
+            w = np.multiply(self.shifted, np.float32(1.0 / temperature), out=self.scratch)
+            np.exp(w, out=w)
+        if banned_ids is not None and len(banned_ids):
+            w[:, banned_ids] = np.float32(0.0)
+        self._weights = (temperature, w)
+        return w
+
 
 def distribution_stats(
-    logits: npt.NDArray[np.float32], top_k: int = TOP_K, confidence_k: int = CONFIDENCE_K
+    logits: npt.NDArray[np.float32],
+    top_k: int = TOP_K,
+    confidence_k: int = CONFIDENCE_K,
+    buffers: StatsBuffers | None = None,
 ) -> DistributionStats:
     """Entropy, varentropy, self-certainty, token confidence and top-k of each row of a
-    (rows, vocab) logits matrix.
+    (rows, vocab) logits matrix. With `buffers`, the (rows, vocab) arrays are theirs.
 
     Float32 throughout, with numpy's pairwise row sums (error ~ log2(V) ulp, about 1e-7 of
     the entropy here, against 1e-8 for float64 sums at 2.4x the time): one exp pass and five
     cheap passes over the matrix, which is most of the engine's per-token work."""
     n_rows, n_vocab = logits.shape
+    bufs = buffers or StatsBuffers()
     row_max = logits.max(axis=1)
-    shifted = logits - row_max[:, None]
-    e = np.exp(shifted)
+    shifted = np.subtract(logits, row_max[:, None], out=bufs.take("shifted", n_rows, n_vocab))
+    e = np.exp(shifted, out=bufs.take("exp", n_rows, n_vocab))
     z = e.sum(axis=1).astype(np.float64)
-    work = e * shifted
+    work = np.multiply(e, shifted, out=bufs.take("work", n_rows, n_vocab))
     m1 = work.sum(axis=1).astype(np.float64) / z
     work *= shifted
     m2 = work.sum(axis=1).astype(np.float64) / z
@@ -98,7 +142,7 @@ def distribution_stats(
         top_lps.append((best[:top_k] - log_z[r]).tolist())
     return DistributionStats(
         log_z, row_max, entropy, varentropy, self_certainty, token_confidence, top_ids, top_lps,
-        shifted, e,
+        shifted, e, work,
     )
 
 

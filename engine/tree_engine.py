@@ -43,7 +43,7 @@ from engine.llama_runtime import BatchEntry, KVSlotUnavailable, LlamaRuntime
 from engine.reasoning import THINK_CLOSE
 from engine.run_control import RunControl
 from engine.sampling import SamplingParams, branch_rng, sample_token
-from engine.token_metrics import DistributionStats, distribution_stats
+from engine.token_metrics import DistributionStats, StatsBuffers, distribution_stats
 from engine.tree import TreeModel
 
 KV_MARGIN = 16  # cells kept free so llama.cpp never has to fail a slot search
@@ -185,6 +185,8 @@ class TreeEngine:
         self.root_id: int | None = None
         self._started = 0.0
         self._banned = runtime.eog_mask if self.step.ban_eog else None
+        self._banned_ids = np.flatnonzero(self._banned) if self._banned is not None else None
+        self._stats_buffers = StatsBuffers()  # the decode loop's scratch matrices
 
     @property
     def control(self) -> RunControl:
@@ -610,7 +612,7 @@ class TreeEngine:
                     g.ended, g.terminal = "context_full", True
                 self._drop_ended(live)
                 break
-            stats = distribution_stats(matrix)
+            stats = distribution_stats(matrix, buffers=self._stats_buffers)
             for row, g in enumerate(live):
                 g.kv.kv_end = g.kv.end
                 g.kv.kv_cells += 1
@@ -655,8 +657,11 @@ class TreeEngine:
             token = g.forced.pop(0)
         else:
             params = _GREEDY if g.greedy else self.sampling
-            token = sample_token(logits[row], params, g.rng, self._banned,
-                                 shifted=stats.shifted[row], exp_shifted=stats.exp_shifted[row])
+            weights = (
+                None if params.is_greedy
+                else stats.sampling_weights(params.temperature, self._banned_ids)[row]
+            )
+            token = sample_token(logits[row], params, g.rng, self._banned, weights=weights)
         kv = g.kv
         kv.token_ids.append(token)
         kv.path_generated += 1

@@ -71,3 +71,27 @@ def test_greedy_and_banned_tokens() -> None:
 def test_invalid_sampling_parameters(kwargs: dict[str, float], needle: str) -> None:
     with pytest.raises(ParameterError, match=needle):
         SamplingParams(**kwargs).validate()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_weights_from_the_metrics_draw_what_the_logits_draw(temperature: float) -> None:
+    """The engine hands the sampler `DistributionStats.sampling_weights` (one pass for all
+    rows, banned tokens zeroed); each draw equals the one from the row's logits alone, the
+    same generator state given, including a row whose only large logit is banned."""
+    from engine.token_metrics import distribution_stats
+
+    gen = np.random.default_rng(5)
+    logits = (gen.standard_normal((6, 3000)) * 3).astype(np.float32)
+    logits[5, 7] = 400.0  # banned below: every allowed weight underflows to 0 (the fallback)
+    banned = np.zeros(3000, dtype=bool)
+    banned[[7, 11, 2999]] = True
+    params = SamplingParams(temperature=temperature, top_p=0.9)
+    weights = distribution_stats(logits).sampling_weights(temperature, np.flatnonzero(banned))
+    assert not weights[5].max() > 0
+    for row in range(6):
+        for seed in range(200):
+            with_weights = sample_token(logits[row], params, np.random.default_rng(seed), banned,
+                                        weights=weights[row])
+            alone = sample_token(logits[row], params, np.random.default_rng(seed), banned)
+            assert with_weights == alone
+            assert not banned[alone]
