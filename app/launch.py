@@ -53,6 +53,9 @@ def launch_window(
         model_path=model, db_path=db or None, theme=theme
     )
     window.show()
+    window.fit_to_screen()
+    # again once the window manager has framed it: its title bar counts too
+    QTimer.singleShot(300, window.fit_to_screen)
     if model:
         window.set_model(model)
     else:

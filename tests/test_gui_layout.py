@@ -145,3 +145,25 @@ def test_the_dialogs_fit_the_window_sizes(
     out: Any = Path(window.db_path).parent
     dialog.grab().save(str(out / f"compare_{size[0]}.png"))
     dialog.close()
+
+
+def test_a_window_larger_than_the_screen_shrinks_into_it(
+    window: MainWindow, qapp: QApplication
+) -> None:
+    """The first launch opens at 1440x900; on a 1024x700 screen (`launch_window` calls
+    fit_to_screen) the window, frame included, moves and shrinks into the free area and its
+    forms still fit; a window that fits is left where it is."""
+    _resize(window, qapp, 1440, 900)
+    window.move(300, 200)
+    settle(qapp, 0.2)
+    screen = QRect(0, 0, 1024, 700)
+    window.fit_to_screen(screen)
+    settle(qapp, 0.4)
+    assert screen.contains(window.frameGeometry())
+    assert window.width() >= 1024 - 40 and window.height() >= 700 - 60  # not shrunk further
+    scroll = window.run_panel.findChild(QScrollArea)
+    assert scroll is not None and not scroll.horizontalScrollBar().isVisible()
+    before = QRect(window.geometry())
+    window.fit_to_screen(QRect(0, 0, 1440, 900))
+    settle(qapp, 0.2)
+    assert window.geometry() == before

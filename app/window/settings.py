@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings
+from PySide6.QtCore import QByteArray, QRect, QSettings
+from PySide6.QtGui import QGuiApplication
 
 from app.window.parts import WindowParts
 from engine.settings import config_dir
@@ -57,6 +58,28 @@ class WindowSettings(WindowParts):
             saved = self.settings.value("model_path")
             if isinstance(saved, str) and saved and Path(saved).is_file():
                 self.model_path = Path(saved)
+
+    def fit_to_screen(self, available: QRect | None = None) -> None:
+        """Shrink the window to the screen's free area (`available`: the window's screen's
+        available geometry) when it is larger, window-manager frame included, and move it
+        inside: the first launch opens at 1440x900, and a geometry saved on a larger screen
+        may come back. The docks then give way as in any resize. A window that fits is left
+        as it is."""
+        if available is None:
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            if screen is None:
+                return
+            available = screen.availableGeometry()
+        frame = self.frameGeometry()
+        extra_w, extra_h = frame.width() - self.width(), frame.height() - self.height()
+        w = min(self.width(), available.width() - extra_w)
+        h = min(self.height(), available.height() - extra_h)
+        if (w, h) != (self.width(), self.height()):
+            self.resize(w, h)
+        x = min(max(frame.x(), available.left()), available.right() + 1 - w - extra_w)
+        y = min(max(frame.y(), available.top()), available.bottom() + 1 - h - extra_h)
+        if (x, y) != (frame.x(), frame.y()):
+            self.move(x, y)
 
     def save_settings(self) -> None:
         self.settings.setValue("geometry", self.saveGeometry())
