@@ -4,8 +4,9 @@ Low-level API only: one unified KV cache shared by up to `n_seq_max` sequences, 
 `llama_memory_seq_cp` (cells are shared, nothing is re-decoded), one `llama_decode` for every
 live branch, logits read per batch row with `llama_get_logits_ith`, and `llama_memory_seq_rm`
 to release a sequence. A run may switch to one KV stream per sequence (`KVLayout`), where the
-runtime keeps each decode's sequences in consecutive streams (engine/kv_streams.py). Every limit that makes llama.cpp abort the process (batch larger than
-`n_batch`, sequence id out of range, position past the context) is checked here first.
+runtime keeps each decode's sequences in consecutive streams (engine/kv_streams.py). Every
+limit that makes llama.cpp abort the process (batch larger than `n_batch`, sequence id out of
+range, position past the context) is checked here first.
 
 Not thread-safe: create, use and close it on one thread.
 """
