@@ -67,38 +67,30 @@ def raw_rates_by_format(
     the working-format choice may take (engine/weight_format.py), each on its kernel path.
     `decodes` is the bench's own raw loop length: in one unified KV cache a step costs rows x
     cells in use, so rates compare only over the same number of decodes (the same shape)."""
-    rates: dict[str, dict[str, Any]] = {}
-    for fmt in ("original", "q8_0", "f16"):
-        row = raw_rates_of_format(model_path, fmt, threads, widths, decodes)
-        if row is not None:
-            rates[fmt] = row
-    return rates
-
-
-def raw_rates_of_format(
-    model_path: Path, fmt: str, threads: int, widths: Sequence[int], decodes: int
-) -> dict[str, Any] | None:
-    """One format's row of `raw_rates_by_format`; None when the file cannot take it."""
     from engine.weight_format import WeightsUnavailable
 
-    try:
-        runtime = LlamaRuntime(
-            model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads, weights=fmt)
-        )
-    except (WeightsUnavailable, ParameterError):
-        return None
-    with runtime:
-        if fmt != "original" and runtime.weights.is_original:
-            return None  # this file cannot take that format (already F16, refused, ...)
-        row: dict[str, Any] = {
-            "path": runtime.weights.path,
-            "file_type": runtime.weights.format,
-            "kernel_path": runtime.kernel_path.label,
-        }
-        raw_decode_tok_s(runtime, max(widths), 4)  # warm-up
-        for w in widths:
-            row[str(w)] = {"tok_s": round(raw_decode_tok_s(runtime, w, decodes), 1)}
-    return row
+    rates: dict[str, dict[str, Any]] = {}
+    for fmt in ("original", "q8_0", "f16"):
+        try:
+            runtime = LlamaRuntime(
+                model_path, RuntimeConfig(n_ctx=8192, n_seq_max=64, n_threads=threads,
+                                          weights=fmt)
+            )
+        except (WeightsUnavailable, ParameterError):
+            continue
+        with runtime:
+            if fmt != "original" and runtime.weights.is_original:
+                continue  # this file cannot take that format (already F16, refused, ...)
+            row: dict[str, Any] = {
+                "path": runtime.weights.path,
+                "file_type": runtime.weights.format,
+                "kernel_path": runtime.kernel_path.label,
+            }
+            raw_decode_tok_s(runtime, max(widths), 4)  # warm-up
+            for w in widths:
+                row[str(w)] = {"tok_s": round(raw_decode_tok_s(runtime, w, decodes), 1)}
+            rates[fmt] = row
+    return rates
 
 
 def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> dict[str, Any]:

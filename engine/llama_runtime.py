@@ -428,17 +428,18 @@ class LlamaRuntime:
         llama.cpp decodes them in one pass instead of one pass per run of streams."""
         place = self._placement
         assert place is not None
-        streams = place.streams([e.seq for e in entries])
+        seqs = [e.seq for e in entries]
+        streams = place.streams(seqs)
         if all(0 <= b - a <= 1 for a, b in pairwise(streams)):
             return streams, None
         busy = [
             int(llama.llama_memory_seq_pos_max(self._mem, s)) >= 0 for s in range(self.n_seq_max)
         ]
-        for src, dst in place.gather([e.seq for e in entries], busy):
+        for src, dst in place.gather(seqs, busy):
             llama.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
             llama.llama_memory_seq_rm(self._mem, src, -1, -1)
             self.stream_moves += 1
-        streams = place.streams([e.seq for e in entries])
+        streams = place.streams(seqs)
         order = sorted(range(len(entries)), key=streams.__getitem__)
         return streams, order
 
