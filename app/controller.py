@@ -249,9 +249,13 @@ class EngineController(QObject):
     def _do_load(self, payload: dict[str, Any]) -> None:
         self._ensure_runtime(Path(payload["path"]))
 
-    def _ensure_runtime(self, path: Path, seq_slots: int = 0) -> LlamaRuntime:
-        """The loaded model, reloaded for another file, kernel mode, or a run that needs more
-        sequence slots than its context has (sized from n as the CLI does: RunSpec.seq_slots)."""
+    def _ensure_runtime(
+        self, path: Path, seq_slots: int = 0, rows: int | None = None
+    ) -> LlamaRuntime:
+        """The loaded model, reloaded for another file, kernel mode, a run that needs more
+        sequence slots than its context has (sized from n as the CLI does: RunSpec.seq_slots),
+        or a run of another width whose fastest weight format is another file (`rows` per
+        decode: RunSpec.decode_rows; None when no run is known yet, counted as a search)."""
         seq_slots = seq_slots or seq_slots_for(1)
         current = self._runtime
         if (
@@ -260,6 +264,7 @@ class EngineController(QObject):
             and current.kernel_path.mode == requested_mode()
             and current.weights.mode == requested_weights()
             and current.base_layout.n_seq_max >= seq_slots
+            and current.weights.suits(rows)
         ):
             return current
         self.sig_model_loading.emit(str(path))
@@ -270,7 +275,8 @@ class EngineController(QObject):
             current.close()
             self._runtime = None
         runtime = LlamaRuntime(
-            path, RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.threads, n_seq_max=seq_slots),
+            path, RuntimeConfig(n_ctx=self.n_ctx, n_threads=self.threads, n_seq_max=seq_slots,
+                                decode_rows=rows),
             weights_progress=self.sig_weights_progress.emit,
         )
         self._runtime = runtime
@@ -300,7 +306,9 @@ class EngineController(QObject):
     def _do_run(self, payload: dict[str, Any]) -> None:
         spec: RunSpec = payload["spec"]
         control: RunControl = payload["control"]
-        runtime = self._ensure_runtime(Path(payload["model_path"]), spec.seq_slots())
+        runtime = self._ensure_runtime(
+            Path(payload["model_path"]), spec.seq_slots(), spec.decode_rows()
+        )
         if control.cancelled:
             return
         self._engine = self._live_engine = None

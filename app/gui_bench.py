@@ -302,7 +302,7 @@ def _headless(window: Any) -> dict[str, Any]:
     path = window.current_model_path()
     threads = os.cpu_count() or 1
     config = RuntimeConfig(n_ctx=window.controller.n_ctx, n_seq_max=spec.seq_slots(),
-                           n_threads=threads)
+                           n_threads=threads, decode_rows=spec.decode_rows())
     with LlamaRuntime(path, config) as runtime:
         t0 = time.perf_counter()
         outcome = run_search(runtime, spec)

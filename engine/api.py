@@ -216,13 +216,21 @@ def load_session(store: SessionStore, session_id: int) -> Session:
 
 
 def load_model(
-    path: str | Path | None = None, *, n_ctx: int = 0, n_seq_max: int = 64, threads: int = 0
+    path: str | Path | None = None,
+    *,
+    n_ctx: int = 0,
+    n_seq_max: int = 64,
+    threads: int = 0,
+    decode_rows: int | None = None,
 ) -> LlamaRuntime:
     """A llama.cpp model to run several searches on (None: the saved setting, else the
-    default SmolLM2-135M). Close it with `.close()` or use it in a `with` block."""
+    default SmolLM2-135M). `decode_rows=1` runs the weight format fastest for one chain at a
+    time (greedy), the default the one fastest for searches. Close it with `.close()` or use
+    it in a `with` block."""
     return LlamaRuntime(
         resolve_model_path(path),
-        RuntimeConfig(n_ctx=n_ctx, n_seq_max=n_seq_max, n_threads=threads),
+        RuntimeConfig(n_ctx=n_ctx, n_seq_max=n_seq_max, n_threads=threads,
+                      decode_rows=decode_rows),
     )
 
 
@@ -331,7 +339,7 @@ def run(
         bus.subscribe(_Progress(f"{strategy}"))
     store = db if isinstance(db, SessionStore) or db is None else open_store(db)
     runtime = model if isinstance(model, LlamaRuntime) else load_model(
-        model, n_seq_max=spec.seq_slots()
+        model, n_seq_max=spec.seq_slots(), decode_rows=spec.decode_rows()
     )
     recorder = store.start_recording(detail=detail) if store is not None else None
     try:

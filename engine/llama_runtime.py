@@ -60,6 +60,9 @@ class RuntimeConfig:
     kv_unified: bool = True  # see KVLayout; a run may switch layouts (LlamaRuntime.use_layout)
     extra_buffers: str | None = None  # auto | on | off; None = $THOUGHTSCOPE_EXTRA_BUFFERS, setting, auto
     weights: str | None = None  # original | auto | q8_0 | f16; None = $THOUGHTSCOPE_WEIGHTS, setting, auto
+    # rows per decode of the runs it is opened for (RunSpec.decode_rows): `auto` weights run
+    # the file measured fastest at that width (1: one chain; None: a search)
+    decode_rows: int | None = None
 
     def validate(self) -> None:
         max_seq = int(llama.llama_max_parallel_sequences())
@@ -69,6 +72,8 @@ class RuntimeConfig:
             raise ParameterError(f"n_ctx must be >= 0, got {self.n_ctx}")
         if self.n_batch < 1:
             raise ParameterError(f"n_batch must be >= 1, got {self.n_batch}")
+        if self.decode_rows is not None and self.decode_rows < 1:
+            raise ParameterError(f"decode_rows must be >= 1, got {self.decode_rows}")
         requested_mode(self.extra_buffers)
         requested_weights(self.weights)
 
@@ -132,6 +137,7 @@ class LlamaRuntime:
         self.weights: WorkingWeights = resolve_working_weights(
             path, self.config.weights, sha256=self.file.sha256,
             extra_buffers=self.config.extra_buffers, progress=weights_progress,
+            rows=self.config.decode_rows,
         )
         work = Path(self.weights.path)
         self.kernel_path: KernelPath = resolve_kernel_path(work, self.config.extra_buffers)

@@ -87,6 +87,10 @@ class RunSpec:
         strategy = get_strategy(self.strategy)(**self.strategy_options)
         return seq_slots_for(strategy.parallel_chains())
 
+    def decode_rows(self) -> int:
+        """The most rows one decode of this run holds (RuntimeConfig.decode_rows)."""
+        return get_strategy(self.strategy)(**self.strategy_options).decode_rows()
+
     def kv_layout(self, runtime: LlamaRuntime, prompt_tokens: int) -> KVLayout:
         """The KV layout this run decodes fastest in. A strategy whose chains share only the
         prompt, with at least STREAMS_MIN_CHAINS of them, gets one KV stream per chain: in

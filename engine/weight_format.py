@@ -5,10 +5,12 @@ on a 2-core AVX-512 Xeon, SmolLM2-135M's shipped Q4_1 file decodes 16 rows at 25
 Q8_0 re-expression at 338 (issue 11). So when a quantised model is opened in `auto` mode, the
 engine writes Q8_0 and F16 copies with llama.cpp's own `llama_model_quantize`
 (`allow_requantize`; never a downcast), measures the raw decode rate of each candidate with a
-bare decode loop at the width the engine decodes (16 rows; 1 row is reported too), and runs the
-fastest. The choice is a measurement, cached in the cache folder per (model sha256, CPU,
-llama.cpp build, repack verdict) beside the working file; docs/weights.md gives the measured
-tolerance of the upcasts against the original.
+bare decode loop at one row and at a search's width (16 rows), and keeps the fastest at each:
+a run that decodes one chain at a time runs the file fastest at one row (on AVX2 the shipped
+Q4_1 decodes one row 1.7x faster than its F16 copy), a search the file fastest at 16 rows. The
+choice is a measurement, cached in the cache folder per (model sha256, CPU, llama.cpp build,
+repack verdict) beside the working files; docs/weights.md gives the measured tolerance of the
+upcasts against the original.
 
 `mode` pins it: the argument, `$THOUGHTSCOPE_WEIGHTS` or the setting `weights` (each
 `original`, `auto`, `q8_0` or `f16`; the first one set wins). Whatever goes wrong on the way
@@ -49,7 +51,7 @@ ENV_MODE = "THOUGHTSCOPE_WEIGHTS"
 SETTING_MODE = "weights"
 CACHE_ENV = "THOUGHTSCOPE_CACHE_DIR"
 INDEX_FILE = "weights.json"
-CALIBRATION_VERSION = 1  # bump when the calibration's loop or rule changes
+CALIBRATION_VERSION = 2  # bump when the calibration's loop or rule changes
 
 # The upcasts, in the order they are tried: llama.cpp file type and bits per weight.
 UPCASTS: dict[str, tuple[int, float]] = {
@@ -65,13 +67,14 @@ _SOURCE_BPW = {2: 4.5, 3: 5.0, 7: 8.5, 8: 5.5, 9: 6.0, 10: 2.6, 11: 3.4, 12: 3.9
                14: 4.6, 15: 4.9, 16: 5.5, 17: 5.7, 18: 6.6}
 
 # The calibration: a bare decode loop (one token per sequence per llama_decode, every row's
-# logits asked for) at these widths; the choice is made at CHOICE_WIDTH.
-CALIBRATION_WIDTHS = (1, 16)
-CHOICE_WIDTH = 16
+# logits asked for) at these widths, a choice made at each: one chain, and a search
+# (choice_width maps a run's rows per decode onto them).
+SEARCH_WIDTH = 16
+CALIBRATION_WIDTHS = (1, SEARCH_WIDTH)
 CALIBRATION_DECODES = 24  # at most, per measurement
 CALIBRATION_BUDGET_S = 0.4  # at most, per measurement (a bigger model decodes fewer steps)
 CALIBRATION_REPEATS = 2  # each width is measured this often; the best rate counts
-MIN_GAIN = 1.05  # an upcast must beat the original by this factor at CHOICE_WIDTH
+MIN_GAIN = 1.05  # an upcast must beat the original by this factor at the width it is chosen for
 # A measurement counts only when llama.cpp's threads had the cores: their CPU time over wall
 # time × threads. Other processes on the cores (2-core VM, another build) drop it to 0.3-0.5
 # and turn the rates into noise; then the original runs and nothing is cached.
@@ -97,20 +100,28 @@ class WorkingWeights:
     source: str  # cache | calibrated | forced | original
     note: str  # one line
     original_format: str = ""
-    gain: float | None = None  # working ÷ original raw tok/s at CHOICE_WIDTH rows, when measured
+    width: int = SEARCH_WIDTH  # the rows per decode the file was chosen for (1 or SEARCH_WIDTH)
+    gain: float | None = None  # working ÷ original raw tok/s at `width` rows, when measured
     # raw decode tok/s measured per format and width: {"Q8_0": {"1": 81.0, "16": 338.0}, ...}
     rates: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the format measured fastest at each calibration width: {"1": "Q4_1", "16": "F16"}
+    by_width: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_original(self) -> bool:
         return self.format == self.original_format
+
+    def suits(self, rows: int | None) -> bool:
+        """Whether a run decoding `rows` rows at a time (None: a search) would run this same
+        file: False when the calibration found another format fastest at that width."""
+        return self.by_width.get(str(choice_width(rows)), self.format) == self.format
 
     @property
     def label(self) -> str:
         """One line for the window and the CLI: `Q8_0 (1.31× Q4_1 at 16 rows)`."""
         if self.is_original:
             return f"{self.format} (the file as it is)"
-        gain = f"{self.gain:.2f}× {self.original_format} at {CHOICE_WIDTH} rows" if self.gain else (
+        gain = f"{self.gain:.2f}× {self.original_format} at {_rows(self.width)}" if self.gain else (
             f"upcast of {self.original_format}"
         )
         return f"{self.format} ({gain})"
@@ -163,6 +174,16 @@ def requested_mode(mode: str | None = None) -> str:
                             choices=MODES)
 
 
+def choice_width(rows: int | None) -> int:
+    """The calibration width whose choice a run decoding `rows` rows at a time runs on: one
+    chain (1) or a search (SEARCH_WIDTH; also for None, when the caller does not know)."""
+    return 1 if rows == 1 else SEARCH_WIDTH
+
+
+def _rows(width: int) -> str:
+    return "1 row" if width == 1 else f"{width} rows"
+
+
 def format_name(ftype: int) -> str:
     """llama.cpp's name of a file type (`Q4_1`, `Q8_0`, `F16`), `unknown` when unreadable."""
     if ftype < 0:
@@ -189,10 +210,12 @@ def resolve_working_weights(
     sha256: str | None = None,
     extra_buffers: str | None = None,
     progress: WeightsProgress | None = None,
+    rows: int | None = None,
 ) -> WorkingWeights:
     """The file to run `model_path` from: as asked by `mode` (see `requested_mode`), from the
-    cache, or measured now. Never raises for a file that cannot be converted or a cache that
-    cannot be written: the original runs, with the reason in `note` (and the log)."""
+    cache, or measured now; in `auto`, the file fastest at `rows` rows per decode (1: one chain;
+    None: a search, see choice_width). Never raises for a file that cannot be converted or a
+    cache that cannot be written: the original runs, with the reason in `note` (and the log)."""
     chosen = requested_mode(mode)
     report = progress or _default_progress or (lambda fraction, message: None)
     path = Path(model_path)
@@ -200,7 +223,8 @@ def resolve_working_weights(
     init_backend()
     ftype = weight_type(path)
     original = WorkingWeights(
-        chosen, format_name(ftype), str(path.resolve()), sha, "original", "", format_name(ftype)
+        chosen, format_name(ftype), str(path.resolve()), sha, "original", "", format_name(ftype),
+        width=choice_width(rows),
     )
     if chosen == "original":
         return replace(original, note="the file as it is (weights: original)")
@@ -258,29 +282,33 @@ def _auto(
     source: _Source, upcasts: tuple[str, ...], extra_buffers: str | None, report: WeightsProgress
 ) -> WorkingWeights:
     path, original = source.path, source.weights
+    width = str(original.width)
     kernels = resolve_kernel_path(path, extra_buffers)
     key = choice_key(original.sha256, kernels.extra_buffers, kernels.mode)
     cached = _load_index()["choices"].get(key)
-    if isinstance(cached, dict) and cached.get("format") in ("original", *upcasts):
+    cached = cached if isinstance(cached, dict) else {}
+    known = cached.get("formats")
+    if isinstance(known, dict) and known.get(width) in ("original", *upcasts):
         rates = {str(k): dict(v) for k, v in cached.get("rates", {}).items()}
-        gain = cached.get("gain")
-        if cached["format"] == "original":
-            return _note(replace(original, source="cache", rates=rates, gain=gain),
+        gain = cached.get("gains", {}).get(width)
+        by_width = {w: _name(f, original) for w, f in known.items()}
+        fmt = str(known[width])
+        if fmt == "original":
+            return _note(replace(original, source="cache", rates=rates, gain=gain, by_width=by_width),
                          f"{original.format} measured fastest on this machine (cached)")
-        fmt = str(cached["format"])
         try:
             work, sha, rebuilt = _working_file(source, fmt, report, (0.0, 1.0))
         except WeightsUnavailable as exc:
             return _note(original, str(exc), warn=True)
-        name = format_name(UPCASTS[fmt][0])
+        name = _name(fmt, original)
         how = "rebuilt copy" if rebuilt else "cached"
         report(1.0, f"running {name}")
         return _note(
             replace(original, format=name, path=str(work), sha256=sha, source="cache",
-                    gain=gain, rates=rates),
-            f"{name} measured fastest on this machine ({how})",
+                    gain=gain, rates=rates, by_width=by_width),
+            f"{name} measured fastest on this machine at {_rows(original.width)} ({how})",
         )
-    # nothing cached: write every candidate, measure each, keep the fastest
+    # nothing cached: write every candidate, measure each, keep the fastest at each width
     steps = len(upcasts) + 2  # each conversion, then the measurement (counted twice)
     files: dict[str, tuple[Path, str]] = {}
     notes: list[str] = []
@@ -294,7 +322,7 @@ def _auto(
     if not files:
         return _note(original, "; ".join(notes), warn=True)
     order = ["original", *files]
-    names = {f: original.format if f == "original" else format_name(UPCASTS[f][0]) for f in order}
+    names = {f: _name(f, original) for f in order}
     report(len(upcasts) / steps, f"measuring the decode speed of {', '.join(names.values())}")
     first = len(upcasts) / steps
     try:
@@ -319,37 +347,48 @@ def _auto(
             f"cores): running {original.format}, measuring again next time",
             warn=True,
         )
-    base = measured["original"][CHOICE_WIDTH]
-    best = max(measured, key=lambda f: measured[f][CHOICE_WIDTH])
-    if best != "original" and measured[best][CHOICE_WIDTH] < MIN_GAIN * base:
-        best = "original"
-    gain = round(measured[best][CHOICE_WIDTH] / base, 3)
+    formats: dict[str, str] = {}
+    gains: dict[str, float] = {}
+    for w in CALIBRATION_WIDTHS:
+        at_w = {f: r[w] for f, r in measured.items()}
+        best = max(at_w, key=at_w.__getitem__)
+        if at_w[best] < MIN_GAIN * at_w["original"]:
+            best = "original"
+        formats[str(w)], gains[str(w)] = best, round(at_w[best] / at_w["original"], 3)
     index = _load_index()
-    for fmt, (work, _) in files.items():  # a loser's copy only takes disk space
-        if fmt != best:
+    for fmt, (work, _) in files.items():  # a copy no width chose only takes disk space
+        if fmt not in formats.values():
             with contextlib.suppress(FileNotFoundError):
                 work.unlink()
             index["files"].pop(work.name, None)
     index["choices"][key] = {
-        "format": best, "gain": gain, "rates": rates, "original_format": original.format,
+        "formats": formats, "gains": gains, "rates": rates, "original_format": original.format,
         "widths": list(CALIBRATION_WIDTHS), "cpu_share": round(found.cpu_share, 2),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _store_index(index)
     extra = f" ({'; '.join(notes)})" if notes else ""
-    summary = ", ".join(f"{n} {r[str(CHOICE_WIDTH)]:.0f}" for n, r in rates.items())
+    at = _rows(original.width)
+    summary = ", ".join(f"{n} {r[width]:.0f}" for n, r in rates.items())
+    best, gain = formats[width], gains[width]
+    by_width = {w: names[f] for w, f in formats.items()}
     if best == "original":
-        report(1.0, f"running {original.format}: fastest at {CHOICE_WIDTH} rows")
-        return _note(replace(original, source="calibrated", gain=gain, rates=rates),
-                     f"{original.format} measured fastest ({summary} tok/s at {CHOICE_WIDTH} rows){extra}")
+        report(1.0, f"running {original.format}: fastest at {at}")
+        return _note(replace(original, source="calibrated", gain=gain, rates=rates, by_width=by_width),
+                     f"{original.format} measured fastest ({summary} tok/s at {at}){extra}")
     work, sha = files[best]
-    name = format_name(UPCASTS[best][0])
-    report(1.0, f"running {name}: {gain:.2f}× {original.format} at {CHOICE_WIDTH} rows")
+    name = names[best]
+    report(1.0, f"running {name}: {gain:.2f}× {original.format} at {at}")
     return _note(
         replace(original, format=name, path=str(work), sha256=sha, source="calibrated",
-                gain=gain, rates=rates),
-        f"{name} measured fastest ({summary} tok/s at {CHOICE_WIDTH} rows){extra}",
+                gain=gain, rates=rates, by_width=by_width),
+        f"{name} measured fastest ({summary} tok/s at {at}){extra}",
     )
+
+
+def _name(fmt: str, original: WorkingWeights) -> str:
+    """llama.cpp's name of a candidate: `original` is the original file's type."""
+    return original.format if fmt == "original" else format_name(UPCASTS[fmt][0])
 
 
 def choice_key(model_sha256: str, repack: bool, repack_mode: str) -> str:

@@ -79,3 +79,42 @@ def test_first_load_measures_shows_the_gain_and_the_menu_pins_a_format(
     finally:
         window.close()
         save_setting(weight_format.SETTING_MODE, None)
+
+
+def test_a_run_of_another_width_reloads_the_file_measured_fastest_for_it(
+    tmp_path: Path, qapp: QApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calibration found F16 fastest for a search and the shipped Q4_1 for one chain
+    (pinned rates, this project's AMD VM): the window opens on F16, a greedy run reloads the
+    model on Q4_1, and a best-of-N run goes back to F16."""
+    monkeypatch.delenv(weight_format.ENV_MODE, raising=False)
+    monkeypatch.setenv(weight_format.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("THOUGHTSCOPE_EXTRA_BUFFERS", "off")
+    rates = [{1: 101.0, 16: 176.0}, {1: 87.0, 16: 234.0}, {1: 59.0, 16: 236.0}]  # Q4_1 Q8_0 F16
+    monkeypatch.setattr(weight_format, "measure_decode_rates",
+                        lambda paths, *a, **k: weight_format.DecodeRates(rates, 0.99))
+    settings = QSettings(str(tmp_path / "window.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(db_path=tmp_path / "sessions.db", settings=settings)
+    window.show()
+    loads: list[str] = []
+    window.controller.sig_model_loaded.connect(lambda info: loads.append(info["weights"]["format"]))
+    try:
+        window.controller.load_model(window.current_model_path())
+        wait_until(qapp, lambda: loads == ["F16"])
+        assert window.controller.model_info["weights"]["by_width"] == {"1": "Q4_1", "16": "F16"}
+        window.run_panel.search_form.set_values({"max_tokens": 8, "step_tokens": 8, "seed": 1})
+        for strategy, options, expected in (
+            ("greedy", {}, ["F16", "Q4_1"]),
+            ("greedy", {}, ["F16", "Q4_1"]),  # the same width again: no reload
+            ("best_of_n", {"n": 4}, ["F16", "Q4_1", "F16"]),
+        ):
+            window.run_panel.strategy.set_choice(strategy, options)
+            assert window.start_run()
+            wait_until(qapp, lambda: not window.controller.busy and window.tree.finished is not None)
+            assert loads == expected
+            weights = window.controller.model_info["weights"]
+            running = expected[-1]
+            assert (weights["format"], weights["width"]) == (running, 1 if strategy == "greedy" else 16)
+            wait_until(qapp, lambda f=running: f in window.run_panel.model_info.text())
+    finally:
+        window.close()

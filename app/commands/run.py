@@ -90,7 +90,8 @@ def _open_runtime(args: argparse.Namespace, spec: Any) -> Any:
     path = resolve_model_path(args.model)
     return LlamaRuntime(
         path,
-        RuntimeConfig(n_ctx=args.n_ctx, n_threads=args.threads, n_seq_max=spec.seq_slots()),
+        RuntimeConfig(n_ctx=args.n_ctx, n_threads=args.threads, n_seq_max=spec.seq_slots(),
+                      decode_rows=spec.decode_rows()),
     )
 
 

@@ -59,6 +59,9 @@ class AStarStrategy(Strategy):
         INCLUDE_TRUNCATED_PARAM,
     )
 
+    def decode_rows(self) -> int:
+        return int(self.options["children"])  # an expansion samples M children at once
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.pops: list[dict[str, Any]] = []  # every expansion decision, in order

@@ -73,6 +73,12 @@ class Strategy(ABC):
             return int(self.options["n"])
         return 1
 
+    def decode_rows(self) -> int:
+        """The most rows one of its decodes holds (the `auto` weight format is the one
+        measured fastest at that width): its parallel chains, unless it grows several
+        children of one node at once."""
+        return self.parallel_chains()
+
     @classmethod
     def needs_probability_scores(cls, options: dict[str, Any]) -> bool:
         """Whether the verifier's scores are read as probabilities (a weighted vote)."""

@@ -56,6 +56,9 @@ class MCTSStrategy(Strategy):
         INCLUDE_TRUNCATED_PARAM,
     )
 
+    def decode_rows(self) -> int:
+        return int(self.options["children"])  # an expansion samples M children at once
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.stats: dict[int, MCTSNode] = {}
