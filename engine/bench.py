@@ -97,10 +97,13 @@ def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> d
     """tok/s of best-of-N (no verifier, 64-token one-step chains) at n = 32, 128 and 254 (llama.cpp
     holds 256 sequences: the chains, the prompt's and a probe's), in the layout the run
     chooses (one KV stream per chain) and, for comparison, in one unified cache. Besides,
-    `stepped_32`: n = 32 with the default steps (a delimiter, EOG allowed, 128 tokens), whose
-    chains leave the decodes at different tokens: across streams the run then gathers the
-    remaining ones into consecutive streams (`stream_moves`, engine/kv_streams.py)."""
+    `stepped_8` and `stepped_32`: n = 8 and 32 with the default steps (a delimiter, EOG
+    allowed, 128 tokens), whose chains leave the decodes at different tokens: across streams
+    the run then gathers the remaining ones into consecutive streams (`stream_moves`,
+    engine/kv_streams.py). Each also runs single-stepped (`_lockstep`: every chain waits at
+    each step end for the slowest, the schedule before chains ran on; docs/strategies.md)."""
     from engine import session
+    from engine.run_control import RunControl
     from engine.session import RunSpec, run_search
 
     out: dict[str, Any] = {"chain_tokens": chain_tokens, "streams": {}, "unified": {}}
@@ -119,19 +122,25 @@ def best_of_n_width(model_path: Path, threads: int, chain_tokens: int = 64) -> d
                     (str(n), n, StepConfig(delimiter=None, max_tokens=chain_tokens,
                                            max_step_tokens=chain_tokens, ban_eog=True))
                     for n in (32, 128, 254)
-                ] + [("stepped_32", 32, StepConfig(max_tokens=2 * chain_tokens))]
+                ] + [
+                    (f"stepped_{n}{tail}", n, StepConfig(max_tokens=2 * chain_tokens))
+                    for n in (8, 32) for tail in ("", "_lockstep")
+                ]
                 for key, n, step in runs:
                     spec = RunSpec(
                         prompt=BENCH_PROMPT, strategy="best_of_n", strategy_options={"n": n},
                         sampling=SAMPLING, step=step,
                     )
+                    control = RunControl()
+                    if key.endswith("_lockstep"):
+                        control.step(1 << 30)  # single-stepping: no chain runs on
                     moves = runtime.stream_moves
                     t0 = time.perf_counter()
-                    outcome = run_search(runtime, spec)
+                    outcome = run_search(runtime, spec, control=control)
                     wall = time.perf_counter() - t0
                     out[layout][key] = round(outcome.tree.tokens_generated / wall, 1)
-                    if key == "stepped_32" and layout == "streams":
-                        out["stepped_32_stream_moves"] = runtime.stream_moves - moves
+                    if key.startswith("stepped_32") and layout == "streams":
+                        out[f"{key}_stream_moves"] = runtime.stream_moves - moves
             finally:
                 session.STREAMS_MIN_CHAINS = keep
     return out

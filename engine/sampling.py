@@ -1,11 +1,13 @@
 """Token sampling: temperature, top-k, top-p (nucleus), min-p, greedy.
 
-Each branch draws from its own numpy Generator seeded from (session seed, node id), so a seed
-fixes the whole tree regardless of how branches are batched.
+Each step draws from its own numpy Generator seeded from the session seed and the step's place
+in the tree (the child indices along its path), never from global creation order: a seed fixes
+the whole tree however its branches are batched or scheduled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,8 +43,10 @@ class SamplingParams:
         return asdict(self)
 
 
-def branch_rng(seed: int, node_id: int) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, node_id])
+def branch_rng(seed: int, path: Sequence[int]) -> np.random.Generator:
+    """The generator of the step at `path`: the 1-based child index at each level below the
+    root (the length goes in too, so no path is a prefix-padded copy of another)."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, len(path), *path])
 
 
 _NUCLEUS_FLOORS = (1e-3, 1e-5, 1e-8, 0.0)

@@ -116,6 +116,8 @@ class _NodeKV:
     path_generated: int = 0  # generated tokens from the root through this node
     terminal: bool = False
     last_decoded: bool = False  # its last token has been decoded at least once
+    rng_path: tuple[int, ...] = ()  # 1-based child index at each level: its sampler's seed
+    children_made: int = 0
 
     @property
     def end(self) -> int:
@@ -138,6 +140,13 @@ class _Live:
     prefilled: int = 0  # ledger: tokens decoded again to rebuild its parent's prefix
     ended: str | None = None
     terminal: bool = False
+    # a chain's next step started at once (`follow`): the previous step, whose last token
+    # (`pending`) this branch's first row decodes
+    carry: _NodeKV | None = None
+
+
+# a step that ended here may go straight on into the chain's next step (expand's `follow`)
+_CONTINUABLE = frozenset({"delimiter", "step_cap"})
 
 
 class TreeEngine:
@@ -357,6 +366,8 @@ class TreeEngine:
         if parent is not None:
             kv.utf8_state = parent.utf8_state
             kv.path_generated = parent.path_generated
+            parent.children_made += 1
+            kv.rng_path = (*parent.rng_path, parent.children_made)
         self._next_node += 1
         self._kv[kv.node_id] = kv
         return kv
@@ -487,12 +498,19 @@ class TreeEngine:
         *,
         monitor: Monitor | None = None,
         release_parents: bool = True,
+        follow: Callable[[int], bool] | None = None,
     ) -> list[int]:
         """Grow one new step for every requested child, all children in lockstep decodes.
 
         Returns the new node ids in request order. A pause holds here; a single step lets
         exactly one expand() through. Parents release their sequences afterwards (their
-        cells stay shared by the children) unless `release_parents` is False."""
+        cells stay shared by the children) unless `release_parents` is False.
+
+        `follow(node)` is asked whenever a step ends at its delimiter or cap: if True, that
+        chain's next step (one child, as `ExpandRequest(node)` would grow) starts at once, in
+        the next decode, instead of waiting for the slowest step of the expansion; it
+        returns when every chain has ended or was not followed. The tree is the one the
+        same expansions in lockstep would grow (samplers are seeded by tree position)."""
         self.control.checkpoint()
         parents = [self._kv[r.parent_id] for r in requests]
         for parent in parents:
@@ -563,7 +581,7 @@ class TreeEngine:
                 decoder.setstate(parent.utf8_state)
                 g = _Live(
                     kv=child,
-                    rng=branch_rng(self.seed, child.node_id),
+                    rng=branch_rng(self.seed, child.rng_path),
                     decoder=decoder,
                     forced=list(r.forced_tokens or []),
                     stop_after_forced=r.stop_after_forced,
@@ -574,80 +592,129 @@ class TreeEngine:
                 first.append((g, parent_row[parent.node_id]))
         for g, row in first:
             self._choose(g, parent_logits, parent_stats, row)
-            if g.ended is None:
-                live.append(g)
-            else:
-                self._end(g)
+            live.extend(self._drop_ended([g], follow))
         if release_parents:
             for parent in unique_parents:
                 if parent.node_id != self.root_id:
                     self._release_seq(parent)
+        self._grow(live, monitor, follow)
+        return new_ids
+
+    def _grow(
+        self, live: list[_Live], monitor: Monitor | None, follow: Callable[[int], bool] | None
+    ) -> None:
         try:
-            self._grow(live, monitor)
-        except Cancelled:
+            while live:
+                self.control.check_cancelled()
+                room = self.runtime.n_ctx - KV_MARGIN - self.cells_used
+                for g in live:
+                    if room <= 0 or g.kv.end > self.runtime.n_ctx_seq - 1:
+                        g.ended, g.terminal = "context_full", True
+                    else:
+                        room -= 1
+                live = self._drop_ended(live, follow)
+                if not live:
+                    break
+                entries = [BatchEntry(g.pending, g.kv.end - 1, g.kv.seq, True) for g in live]  # type: ignore[arg-type]
+                try:
+                    matrix = self._decode(entries)
+                except _ContextFull:
+                    for g in live:
+                        g.ended, g.terminal = "context_full", True
+                    self._drop_ended(live)
+                    break
+                stats = distribution_stats(matrix, buffers=self._stats_buffers)
+                for row, g in enumerate(live):
+                    if g.carry is not None:  # the previous step's last token: its cell, as a flush
+                        g.carry.kv_end = g.carry.end
+                        g.carry.kv_cells += 1
+                        g.carry.last_decoded = True
+                        g.carry = None
+                    else:
+                        g.kv.kv_cells += 1
+                    g.kv.kv_end = g.kv.end
+                    g.decoded += 1
+                    self.cells_used += 1
+                    g.pending = None
+                    self._choose(g, matrix, stats, row)
+                if monitor is not None:
+                    running = [g.kv.node_id for g in live if g.ended is None]
+                    if running:
+                        cuts = {c.node_id: c for c in monitor(self, running)}
+                        for g in live:
+                            cut = cuts.get(g.kv.node_id)
+                            if cut is not None and g.ended is None:
+                                g.ended = "cut"
+                                self.bus.emit(
+                                    NodePruned(
+                                        node_id=cut.node_id,
+                                        policy=cut.policy,
+                                        reason=cut.reason,
+                                        value=cut.value,
+                                        threshold=cut.threshold,
+                                        tokens_saved=cut.tokens_saved,
+                                    )
+                                )
+                live = self._drop_ended(live, follow)
+        except Cancelled:  # wherever it landed, every step still growing ends as cancelled
             for g in live:
                 if g.ended is None:
                     g.ended, g.terminal = "cancelled", True
                     self._end(g)
             raise
-        return new_ids
 
-    def _grow(self, live: list[_Live], monitor: Monitor | None) -> None:
-        while live:
-            self.control.check_cancelled()
-            room = self.runtime.n_ctx - KV_MARGIN - self.cells_used
-            for g in live:
-                if room <= 0 or g.kv.end > self.runtime.n_ctx_seq - 1:
-                    g.ended, g.terminal = "context_full", True
-                else:
-                    room -= 1
-            live = self._drop_ended(live)
-            if not live:
-                break
-            entries = [BatchEntry(g.pending, g.kv.end - 1, g.kv.seq, True) for g in live]  # type: ignore[arg-type]
-            try:
-                matrix = self._decode(entries)
-            except _ContextFull:
-                for g in live:
-                    g.ended, g.terminal = "context_full", True
-                self._drop_ended(live)
-                break
-            stats = distribution_stats(matrix, buffers=self._stats_buffers)
-            for row, g in enumerate(live):
-                g.kv.kv_end = g.kv.end
-                g.kv.kv_cells += 1
-                g.decoded += 1
-                self.cells_used += 1
-                g.pending = None
-                self._choose(g, matrix, stats, row)
-            if monitor is not None:
-                running = [g.kv.node_id for g in live if g.ended is None]
-                if running:
-                    cuts = {c.node_id: c for c in monitor(self, running)}
-                    for g in live:
-                        cut = cuts.get(g.kv.node_id)
-                        if cut is not None and g.ended is None:
-                            g.ended = "cut"
-                            self.bus.emit(
-                                NodePruned(
-                                    node_id=cut.node_id,
-                                    policy=cut.policy,
-                                    reason=cut.reason,
-                                    value=cut.value,
-                                    threshold=cut.threshold,
-                                    tokens_saved=cut.tokens_saved,
-                                )
-                            )
-            live = self._drop_ended(live)
-
-    def _drop_ended(self, live: list[_Live]) -> list[_Live]:
+    def _drop_ended(
+        self, live: list[_Live], follow: Callable[[int], bool] | None = None
+    ) -> list[_Live]:
+        """The branches still generating: ended steps are finished, and those `follow`
+        continues are replaced by their chain's next step."""
         still = []
         for g in live:
             if g.ended is None:
                 still.append(g)
-            else:
-                self._end(g)
+                continue
+            self._end(g)
+            if (
+                follow is not None
+                and not g.terminal
+                and g.ended in _CONTINUABLE
+                and g.kv.seq is not None
+                and follow(g.kv.node_id)
+            ):
+                still.append(self._continue(g))
         return still
+
+    def _continue(self, g: _Live) -> _Live:
+        """The next step of `g`'s chain, started now: its one child takes over the sequence
+        (as the last child of an expansion does) and decodes `g`'s pending last token as its
+        first row, which an expansion would have flushed first."""
+        parent = g.kv
+        child = self._new_node(parent, parent.end)
+        self.bus.emit(
+            NodeCreated(
+                node_id=child.node_id,
+                parent_id=parent.node_id,
+                depth=self.tree[parent.node_id].depth + 1,
+                origin="expand",
+                reused_tokens=parent.end,
+            )
+        )
+        child.seq, parent.seq = parent.seq, None
+        parent.next_logits = None
+        child.holders = 1
+        child.kv_end = parent.kv_end
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        decoder.setstate(parent.utf8_state)
+        return _Live(
+            kv=child,
+            rng=branch_rng(self.seed, child.rng_path),
+            decoder=decoder,
+            forced=[],
+            stop_after_forced=False,
+            greedy=g.greedy,
+            pending=g.pending,
+            carry=parent,
+        )
 
     def _choose(
         self, g: _Live, logits: npt.NDArray[np.float32], stats: DistributionStats, row: int

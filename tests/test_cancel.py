@@ -267,7 +267,7 @@ def test_cancel_in_a_self_judge_call_after_the_search_loop(
     live = Live()
     hook = cancel_inside(monkeypatch, live, LlamaRuntime, "prefill", _judging_in_aggregate(caller))
     spec = spec_for("beam_search", SHORT, max_tokens=24, step_tokens=12, verifier="self_judge",
-                    n=2, beam_width=2, max_steps=3)
+                    n=2, beam_width=2, max_steps=3, seed=2)  # a seed whose chains get judged
     rec = run_recorded(runtime, spec, live, tmp_path / "s.db")
     assert_decode_aborted(hook)
     assert_cancelled_and_stored(rec, hook)
@@ -294,7 +294,7 @@ def test_a_rebuild_cancelled_leaves_the_node_released(
 
     hook = cancel_inside(monkeypatch, live, LlamaRuntime, "prefill", when)
     spec = spec_for("beam_search", SHORT, max_tokens=24, step_tokens=12, verifier="self_judge",
-                    n=2, beam_width=2, max_steps=3)
+                    n=2, beam_width=2, max_steps=3, seed=2)  # a seed whose chains get judged
     rec = run_recorded(runtime, spec, live, tmp_path / "s.db")
     assert_decode_aborted(hook)
     engine: TreeEngine = seen["engine"]
@@ -353,7 +353,8 @@ def test_cancel_in_the_judge_models_decode(runtime: LlamaRuntime, tmp_path: Path
         return True
 
     hook = cancel_inside(monkeypatch, live, LlamaRuntime, "prefill", in_the_judge)
-    spec = spec_for("best_of_n", SHORT, max_tokens=16, verifier="judge_model", n=2)
+    spec = spec_for("best_of_n", SHORT, max_tokens=16, verifier="judge_model", n=2,
+                    seed=2)  # a seed whose chains get judged
     rec = run_recorded(runtime, spec, live, tmp_path / "s.db")
     assert_decode_aborted(hook)
     assert judged_on and judged_on[0] is not runtime  # the judge's own context aborted

@@ -36,6 +36,10 @@ RUNS: dict[str, dict[str, Any]] = {
     "a_star rebuilds": {"strategy": "a_star", "n": 3, "children": 2},
     "budget": {"strategy": "beam_search", "n": 4, "beam_width": 2, "verifier": "self_judge",
                "exits": [("budget", {"tokens": 40})]},
+    # no policy: each chain runs on into its next step (a step's last token decoded by the
+    # next step's first row) and the self-judge forks chains that ended
+    "chains run on": {"strategy": "best_of_n", "n": 4, "verifier": "self_judge",
+                      "include_truncated": True},
 }
 
 
@@ -109,7 +113,7 @@ def test_tokens_saved_is_estimated_from_the_chains_that_finished(runtime: LlamaR
     """A cut branch's tokens_saved is E[L - l | L > l] over the chains finished so far (the
     path budget left when none is longer), recomputed here from the event log alone."""
     outcome, events = run(runtime, "self_consistency", n=6, max_tokens=64, step_tokens=64,
-                          seed=8, exits=[("consistency", {"k": 2})])
+                          seed=9, exits=[("consistency", {"k": 2})])
     parent: dict[int, int | None] = {}
     own: dict[int, int] = {}
     finished: list[int] = []

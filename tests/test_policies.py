@@ -88,7 +88,7 @@ def test_consistency_stops_exactly_when_the_leader_is_settled(
     n, k = 6, 2
     opts = {"k": k, "unbeatable": False} if rule == "k_votes" else {"k": 0}
     outcome, events = run(runtime, "self_consistency", prompt=SHORT_PROMPT, n=n,
-                          max_tokens=40, exits=[("consistency", opts)], seed=3)
+                          max_tokens=40, exits=[("consistency", opts)], seed=2)
     tree = outcome.tree
     exits = [e for e in events if isinstance(e, EarlyExit)]
     assert len(exits) == 1 and exits[0].policy == "consistency"

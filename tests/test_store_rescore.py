@@ -25,7 +25,7 @@ from engine.store import SessionStore
 def session(runtime: LlamaRuntime, tmp_path_factory: pytest.TempPathFactory) -> dict:
     db = tmp_path_factory.mktemp("rescore") / "sessions.db"
     store = SessionStore(db)
-    sid, engine = record_best_of_n(runtime, store, n=6, seed=12)  # one chain ends early
+    sid, engine = record_best_of_n(runtime, store, n=6, seed=16)  # one chain ends early
     events = store.load_events(sid)
     store.close()
     return {"db": db, "id": sid, "tree": engine.tree, "events": events}

@@ -2,8 +2,10 @@
 
 Brown et al. 2024, "Large Language Monkeys: Scaling Inference Compute with Repeated
 Sampling"; selection details as in "Bag of Tricks for Inference-time Computation of LLM
-Reasoning" (2025). The N chains grow in lockstep: every decode carries all of them. Chains cut
-by the token cap, a full context or a missing slot are not chosen unless `include_truncated`.
+Reasoning" (2025). The N chains grow together: every decode carries all that are still
+running, and each goes straight on into its next step when a step ends (docs/strategies.md,
+"How chains are scheduled"). Chains cut by the token cap, a full context or a missing slot
+are not chosen unless `include_truncated`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from engine.strategies.base import (
     N_PARAM,
     Strategy,
     StrategyResult,
+    chain_starts,
     choose,
     grow_open,
 )
 from engine.strategies.context import SearchContext
 from engine.strategies.params import ParamSpec
-from engine.tree_engine import ExpandRequest
 
 
 class BestOfNStrategy(Strategy):
@@ -30,6 +32,6 @@ class BestOfNStrategy(Strategy):
     params: ClassVar[tuple[ParamSpec, ...]] = (N_PARAM, INCLUDE_TRUNCATED_PARAM)
 
     def search(self, ctx: SearchContext) -> StrategyResult:
-        leaves = grow_open(ctx, ctx.expand([ExpandRequest(ctx.root, self.options["n"])]))
+        leaves = grow_open(ctx, chain_starts(ctx, self.options["n"]))
         return choose(ctx, ctx.done_chains(), "best",
                       include_truncated=self.options["include_truncated"], leaves=leaves)

@@ -71,10 +71,19 @@ class SearchContext:
         return self.stop is not None
 
     def expand(
-        self, requests: Sequence[ExpandRequest], *, release_parents: bool = True
+        self,
+        requests: Sequence[ExpandRequest],
+        *,
+        release_parents: bool = True,
+        through: bool = False,
     ) -> list[int]:
         """engine.expand with every policy watching; returns [] when a policy stopped the
-        search before this expansion could start (budgets)."""
+        search before this expansion could start (budgets).
+
+        `through`: the caller would expand every open leaf again, one child each, until its
+        chain ends (independent chains: `grow_open`). Then, while nothing acts between steps
+        (`_follow`), each chain goes straight into its next step when its step ends instead
+        of waiting for the expansion's slowest step; the tree is the same."""
         requests = [r for r in requests if r.n_children > 0]
         if self.stopped or not requests:
             return []
@@ -84,7 +93,8 @@ class SearchContext:
                 return []
         self._running = set()
         ids = self.engine.expand(
-            list(requests), monitor=self._monitor, release_parents=release_parents
+            list(requests), monitor=self._monitor, release_parents=release_parents,
+            follow=self._follow if through and not self.policies else None,
         )
         self.expansions += 1
         for node in ids:  # chains that ended on their very first token never ran
@@ -96,6 +106,12 @@ class SearchContext:
         for policy in self.policies:
             policy.check(self)
         return ids
+
+    def _follow(self, node: int) -> bool:
+        """Whether a chain whose step just ended goes on at once. Only with no exit policy
+        (theirs act at expansion boundaries: admit, after_step, check), no stop requested,
+        and no pause: paused or single-stepping, the window steps one expansion at a time."""
+        return not self.stopped and not self.engine.control.paused and self.is_open(node)
 
     def _monitor(self, engine: TreeEngine, running: list[int]) -> list[Cut]:
         now = set(running)

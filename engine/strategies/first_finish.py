@@ -13,13 +13,13 @@ from engine.strategies.base import (
     N_PARAM,
     Strategy,
     StrategyResult,
+    chain_starts,
     fallback_choice,
     finish_with,
     grow_open,
 )
 from engine.strategies.context import SearchContext
 from engine.strategies.params import ParamSpec
-from engine.tree_engine import ExpandRequest
 
 if TYPE_CHECKING:
     from engine.policies.base import ExitPolicy
@@ -52,7 +52,7 @@ class FirstFinishStrategy(Strategy):
         from engine.policies.first_finish import FirstFinishPolicy
 
         ffs = next(p for p in ctx.policies if isinstance(p, FirstFinishPolicy))
-        leaves = grow_open(ctx, ctx.expand([ExpandRequest(ctx.root, self.options["n"])]))
+        leaves = grow_open(ctx, chain_starts(ctx, self.options["n"]))
         if ffs.first is None:
             return fallback_choice(
                 ctx, leaves, include_truncated=self.options["include_truncated"]

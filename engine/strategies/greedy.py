@@ -9,17 +9,17 @@ from engine.strategies.base import (
     INCLUDE_TRUNCATED_PARAM,
     Strategy,
     StrategyResult,
+    chain_starts,
     choose,
     finish_with,
     grow_open,
 )
 from engine.strategies.context import SearchContext
 from engine.strategies.params import ParamSpec
-from engine.tree_engine import ExpandRequest
 
 
 def single_chain(ctx: SearchContext, *, include_truncated: bool) -> StrategyResult:
-    firsts = ctx.expand([ExpandRequest(ctx.root)])
+    firsts = chain_starts(ctx, 1)
     if not firsts:
         return finish_with(ctx, None, "stopped before the first step")
     (leaf,) = grow_open(ctx, firsts)

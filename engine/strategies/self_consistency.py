@@ -16,12 +16,12 @@ from engine.strategies.base import (
     Strategy,
     StrategyResult,
     aggregate_param,
+    chain_starts,
     choose,
     grow_open,
 )
 from engine.strategies.context import SearchContext
 from engine.strategies.params import ParamSpec
-from engine.tree_engine import ExpandRequest
 
 
 class SelfConsistencyStrategy(Strategy):
@@ -38,6 +38,6 @@ class SelfConsistencyStrategy(Strategy):
     )
 
     def search(self, ctx: SearchContext) -> StrategyResult:
-        leaves = grow_open(ctx, ctx.expand([ExpandRequest(ctx.root, self.options["n"])]))
+        leaves = grow_open(ctx, chain_starts(ctx, self.options["n"]))
         return choose(ctx, ctx.done_chains(), self.options["aggregate"],
                       include_truncated=self.options["include_truncated"], leaves=leaves)
