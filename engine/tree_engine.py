@@ -603,65 +603,80 @@ class TreeEngine:
     def _grow(
         self, live: list[_Live], monitor: Monitor | None, follow: Callable[[int], bool] | None
     ) -> None:
+        """Decode the live branches until every step has ended (`live` is updated in place,
+        so a cancel ends exactly the steps still growing)."""
         try:
             while live:
-                self.control.check_cancelled()
-                room = self.runtime.n_ctx - KV_MARGIN - self.cells_used
-                for g in live:
-                    if room <= 0 or g.kv.end > self.runtime.n_ctx_seq - 1:
-                        g.ended, g.terminal = "context_full", True
-                    else:
-                        room -= 1
-                live = self._drop_ended(live, follow)
-                if not live:
-                    break
-                entries = [BatchEntry(g.pending, g.kv.end - 1, g.kv.seq, True) for g in live]  # type: ignore[arg-type]
-                try:
-                    matrix = self._decode(entries)
-                except _ContextFull:
-                    for g in live:
-                        g.ended, g.terminal = "context_full", True
-                    self._drop_ended(live)
-                    break
-                stats = distribution_stats(matrix, buffers=self._stats_buffers)
-                for row, g in enumerate(live):
-                    if g.carry is not None:  # the previous step's last token: its cell, as a flush
-                        g.carry.kv_end = g.carry.end
-                        g.carry.kv_cells += 1
-                        g.carry.last_decoded = True
-                        g.carry = None
-                    else:
-                        g.kv.kv_cells += 1
-                    g.kv.kv_end = g.kv.end
-                    g.decoded += 1
-                    self.cells_used += 1
-                    g.pending = None
-                    self._choose(g, matrix, stats, row)
-                if monitor is not None:
-                    running = [g.kv.node_id for g in live if g.ended is None]
-                    if running:
-                        cuts = {c.node_id: c for c in monitor(self, running)}
-                        for g in live:
-                            cut = cuts.get(g.kv.node_id)
-                            if cut is not None and g.ended is None:
-                                g.ended = "cut"
-                                self.bus.emit(
-                                    NodePruned(
-                                        node_id=cut.node_id,
-                                        policy=cut.policy,
-                                        reason=cut.reason,
-                                        value=cut.value,
-                                        threshold=cut.threshold,
-                                        tokens_saved=cut.tokens_saved,
-                                    )
-                                )
-                live = self._drop_ended(live, follow)
+                self._decode_live(live, monitor, follow)
         except Cancelled:  # wherever it landed, every step still growing ends as cancelled
             for g in live:
                 if g.ended is None:
                     g.ended, g.terminal = "cancelled", True
                     self._end(g)
             raise
+
+    def _decode_live(
+        self, live: list[_Live], monitor: Monitor | None, follow: Callable[[int], bool] | None
+    ) -> None:
+        """One decode of every live branch: a token each, the monitor's cuts, and `live`
+        left holding the branches still generating (ended steps finished or followed)."""
+        self.control.check_cancelled()
+        room = self.runtime.n_ctx - KV_MARGIN - self.cells_used
+        for g in live:
+            if room <= 0 or g.kv.end > self.runtime.n_ctx_seq - 1:
+                g.ended, g.terminal = "context_full", True
+            else:
+                room -= 1
+        live[:] = self._drop_ended(live, follow)
+        if not live:
+            return
+        entries = [BatchEntry(g.pending, g.kv.end - 1, g.kv.seq, True) for g in live]  # type: ignore[arg-type]
+        try:
+            matrix = self._decode(entries)
+        except _ContextFull:
+            for g in live:
+                g.ended, g.terminal = "context_full", True
+            self._drop_ended(live)
+            live.clear()
+            return
+        stats = distribution_stats(matrix, buffers=self._stats_buffers)
+        for row, g in enumerate(live):
+            if g.carry is not None:  # the previous step's last token: its cell, as a flush
+                g.carry.kv_end = g.carry.end
+                g.carry.kv_cells += 1
+                g.carry.last_decoded = True
+                g.carry = None
+            else:
+                g.kv.kv_cells += 1
+            g.kv.kv_end = g.kv.end
+            g.decoded += 1
+            self.cells_used += 1
+            g.pending = None
+            self._choose(g, matrix, stats, row)
+        if monitor is not None:
+            self._apply_cuts(live, monitor)
+        live[:] = self._drop_ended(live, follow)
+
+    def _apply_cuts(self, live: list[_Live], monitor: Monitor) -> None:
+        """The monitor's mid-step cuts of the branches still generating."""
+        running = [g.kv.node_id for g in live if g.ended is None]
+        if not running:
+            return
+        cuts = {c.node_id: c for c in monitor(self, running)}
+        for g in live:
+            cut = cuts.get(g.kv.node_id)
+            if cut is not None and g.ended is None:
+                g.ended = "cut"
+                self.bus.emit(
+                    NodePruned(
+                        node_id=cut.node_id,
+                        policy=cut.policy,
+                        reason=cut.reason,
+                        value=cut.value,
+                        threshold=cut.threshold,
+                        tokens_saved=cut.tokens_saved,
+                    )
+                )
 
     def _drop_ended(
         self, live: list[_Live], follow: Callable[[int], bool] | None = None

@@ -204,9 +204,9 @@ def _frame_of(frames: list[FrameType], name: str) -> FrameType | None:
 
 
 def _in_rollout(frames: list[FrameType], args: tuple[Any, ...]) -> bool:
-    """A step decode (`_grow`) of an expansion whose requests are rollout steps."""
+    """A step decode (`_decode_live`) of an expansion whose requests are rollout steps."""
     expand = _frame_of(frames, "expand")
-    if frames[0].f_code.co_name != "_grow" or expand is None:
+    if frames[0].f_code.co_name != "_decode_live" or expand is None:
         return False
     requests = expand.f_locals.get("requests") or []
     return any(getattr(r, "origin", None) == "rollout" for r in requests)
@@ -219,7 +219,7 @@ def test_cancel_in_a_step_decode(runtime: LlamaRuntime, tmp_path: Path,
     calls = {"n": 0}
 
     def a_later_step_decode(frames: list[FrameType], args: tuple[Any, ...]) -> bool:
-        if frames[0].f_code.co_name != "_grow":
+        if frames[0].f_code.co_name != "_decode_live":
             return False
         calls["n"] += 1
         return calls["n"] == 12
