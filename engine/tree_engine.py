@@ -149,6 +149,14 @@ class _Live:
 _CONTINUABLE = frozenset({"delimiter", "step_cap"})
 
 
+def _decoder_after(parent: _NodeKV) -> codecs.IncrementalDecoder:
+    """A UTF-8 decoder that goes on where `parent`'s text stopped (a character may straddle
+    the step boundary)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder.setstate(parent.utf8_state)
+    return decoder
+
+
 class TreeEngine:
     """One search session on a LlamaRuntime. Use from a single thread."""
 
@@ -547,21 +555,11 @@ class TreeEngine:
                     and parent.node_id != self.root_id
                 )
                 seq = parent.seq if adopt else self._alloc_seq()
-                child = self._new_node(parent, parent.end)
+                child = self._new_child(parent, r.origin, len(r.forced_tokens or ()))
                 new_ids.append(child.node_id)
                 # ledger: the parent's readying (its last token, a rebuilt prefix) is charged
                 # to its first child of this expansion
                 decoded, prefilled = self._take_ready(parent.node_id)
-                self.bus.emit(
-                    NodeCreated(
-                        node_id=child.node_id,
-                        parent_id=parent.node_id,
-                        depth=self.tree[parent.node_id].depth + 1,
-                        origin=r.origin,
-                        reused_tokens=parent.end,
-                        forced_tokens=len(r.forced_tokens or ()),
-                    )
-                )
                 if seq is None:
                     child.terminal = True
                     self._finish_step(child, "seq_ids_exhausted", terminal=True,
@@ -577,12 +575,10 @@ class TreeEngine:
                     self.runtime.seq_copy(parent.seq, seq)  # type: ignore[arg-type]
                     self._hold(child, seq)
                 child.kv_end = parent.end
-                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-                decoder.setstate(parent.utf8_state)
                 g = _Live(
                     kv=child,
                     rng=branch_rng(self.seed, child.rng_path),
-                    decoder=decoder,
+                    decoder=_decoder_after(parent),
                     forced=list(r.forced_tokens or []),
                     stop_after_forced=r.stop_after_forced,
                     greedy=r.greedy,
@@ -699,31 +695,35 @@ class TreeEngine:
                 still.append(self._continue(g))
         return still
 
-    def _continue(self, g: _Live) -> _Live:
-        """The next step of `g`'s chain, started now: its one child takes over the sequence
-        (as the last child of an expansion does) and decodes `g`'s pending last token as its
-        first row, which an expansion would have flushed first."""
-        parent = g.kv
+    def _new_child(self, parent: _NodeKV, origin: str, forced_tokens: int = 0) -> _NodeKV:
+        """A new step under `parent`, announced (NodeCreated); no sequence yet."""
         child = self._new_node(parent, parent.end)
         self.bus.emit(
             NodeCreated(
                 node_id=child.node_id,
                 parent_id=parent.node_id,
                 depth=self.tree[parent.node_id].depth + 1,
-                origin="expand",
+                origin=origin,
                 reused_tokens=parent.end,
+                forced_tokens=forced_tokens,
             )
         )
+        return child
+
+    def _continue(self, g: _Live) -> _Live:
+        """The next step of `g`'s chain, started now: its one child takes over the sequence
+        (as the last child of an expansion does) and decodes `g`'s pending last token as its
+        first row, which an expansion would have flushed first."""
+        parent = g.kv
+        child = self._new_child(parent, "expand")
         child.seq, parent.seq = parent.seq, None
         parent.next_logits = None
         child.holders = 1
         child.kv_end = parent.kv_end
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        decoder.setstate(parent.utf8_state)
         return _Live(
             kv=child,
             rng=branch_rng(self.seed, child.rng_path),
-            decoder=decoder,
+            decoder=_decoder_after(parent),
             forced=[],
             stop_after_forced=False,
             greedy=g.greedy,
