@@ -118,8 +118,11 @@ class EngineController(QObject):
         self._thread.start()
 
     # -- called from the GUI thread -----------------------------------------------------
-    def load_model(self, path: str | Path) -> None:
-        self._submit("load", path=str(path))
+    def load_model(self, path: str | Path, seq_slots: int = 0, rows: int | None = None) -> None:
+        """Load a model in the background, sized and formatted for the run the form would
+        start (`seq_slots` and `rows` as `_ensure_runtime` takes them), so that run need not
+        load it again."""
+        self._submit("load", path=str(path), seq_slots=seq_slots, rows=rows)
 
     def run(self, spec: RunSpec, model_path: str | Path, record: bool = True) -> None:
         """Start a search (the model is loaded first when it is not the current one)."""
@@ -247,7 +250,7 @@ class EngineController(QObject):
             self.sig_events_ready.emit()
 
     def _do_load(self, payload: dict[str, Any]) -> None:
-        self._ensure_runtime(Path(payload["path"]))
+        self._ensure_runtime(Path(payload["path"]), payload["seq_slots"], payload["rows"])
 
     def _ensure_runtime(
         self, path: Path, seq_slots: int = 0, rows: int | None = None

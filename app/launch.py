@@ -61,7 +61,7 @@ def launch_window(
     else:
         path = window.current_model_path(quiet=True)
         if path is not None:
-            window.controller.load_model(path)
+            window.load_model_for_form(path)
     if session is not None:
         window.open_session(session)
     if quit_after_ms is not None:

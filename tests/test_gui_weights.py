@@ -86,7 +86,8 @@ def test_a_run_of_another_width_reloads_the_file_measured_fastest_for_it(
 ) -> None:
     """The calibration found F16 fastest for a search and the shipped Q4_1 for one chain
     (pinned rates, this project's AMD VM): the window opens on F16, a greedy run reloads the
-    model on Q4_1, and a best-of-N run goes back to F16."""
+    model on Q4_1, and a best-of-N run goes back to F16. A load with greedy in the form takes
+    Q4_1 at once."""
     monkeypatch.delenv(weight_format.ENV_MODE, raising=False)
     monkeypatch.setenv(weight_format.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv("THOUGHTSCOPE_EXTRA_BUFFERS", "off")
@@ -116,5 +117,14 @@ def test_a_run_of_another_width_reloads_the_file_measured_fastest_for_it(
             running = expected[-1]
             assert (weights["format"], weights["width"]) == (running, 1 if strategy == "greedy" else 16)
             wait_until(qapp, lambda f=running: f in window.run_panel.model_info.text())
+        # Loading a model (at startup, on choosing a file or a format) sizes it for the form's
+        # run: with greedy chosen the one-row file comes at once, and the run keeps it.
+        window.run_panel.strategy.set_choice("greedy", {})
+        window.load_model_for_form(window.current_model_path())
+        wait_until(qapp, lambda: len(loads) == 4)
+        assert loads[-1] == "Q4_1" and window.controller.model_info["weights"]["width"] == 1
+        assert window.start_run()
+        wait_until(qapp, lambda: not window.controller.busy and window.tree.finished is not None)
+        assert loads == ["F16", "Q4_1", "F16", "Q4_1"]
     finally:
         window.close()

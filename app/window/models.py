@@ -25,7 +25,9 @@ from engine.errors import ModelFileError, ThoughtscopeError
 from engine.gguf_metadata import chat_template_source
 from engine.kernel_probe import SETTING_MODE, requested_mode
 from engine.model_files import check_gguf, default_model_path
+from engine.session import seq_slots_for
 from engine.settings import save_setting
+from engine.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +201,20 @@ class ModelActions(WindowParts):
         self.model_path = p
         self._remember_model(p)
         if not self.controller.busy:
-            self.controller.load_model(p)
+            self.load_model_for_form(p)
         return True
+
+    def load_model_for_form(self, path: str | Path) -> None:
+        """Load `path` on the worker as the run the form would start needs it (sequence slots,
+        and the weight format measured fastest at its decode width), so that the first run
+        does not load it again; an unfinished form loads it for a search."""
+        req = self.run_panel.request()
+        try:
+            strategy = get_strategy(req["strategy"])(**req["strategy_options"])
+            slots, rows = seq_slots_for(strategy.parallel_chains()), strategy.decode_rows()
+        except (ThoughtscopeError, TypeError, ValueError):
+            slots, rows = 0, None
+        self.controller.load_model(path, slots, rows)
 
     def _on_model_chosen(self, path: str) -> None:
         if path:
@@ -272,7 +286,7 @@ class ModelActions(WindowParts):
         self._check_weights_mode()
         path = self.current_model_path(quiet=True)
         if self.controller.model_info is not None and path is not None and not self.controller.busy:
-            self.controller.load_model(path)  # else the next run loads it the new way
+            self.load_model_for_form(path)  # else the next run loads it the new way
 
     def set_kernel_mode(self, mode: str) -> None:
         """Remember the weight-kernel choice (shared with the CLI) and reload the model."""
@@ -280,4 +294,4 @@ class ModelActions(WindowParts):
         self._check_kernel_mode()
         path = self.current_model_path(quiet=True)
         if self.controller.model_info is not None and path is not None and not self.controller.busy:
-            self.controller.load_model(path)  # else the next run loads it the new way
+            self.load_model_for_form(path)  # else the next run loads it the new way
