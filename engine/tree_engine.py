@@ -678,14 +678,16 @@ class TreeEngine:
         self, live: list[_Live], follow: Callable[[int], bool] | None = None
     ) -> list[_Live]:
         """The branches still generating: ended steps are finished, and those `follow`
-        continues are replaced by their chain's next step."""
+        continues are replaced, in place, by their chain's next step. Every step that ended
+        in this decode is finished (announced) before `follow` is asked about any of them."""
+        for g in live:
+            if g.ended is not None:
+                self._end(g)
         still = []
         for g in live:
             if g.ended is None:
                 still.append(g)
-                continue
-            self._end(g)
-            if (
+            elif (
                 follow is not None
                 and not g.terminal
                 and g.ended in _CONTINUABLE

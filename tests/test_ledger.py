@@ -111,9 +111,11 @@ def test_the_ledger_is_stored(runtime: LlamaRuntime, tmp_path: Path) -> None:
 
 def test_tokens_saved_is_estimated_from_the_chains_that_finished(runtime: LlamaRuntime) -> None:
     """A cut branch's tokens_saved is E[L - l | L > l] over the chains finished so far (the
-    path budget left when none is longer), recomputed here from the event log alone."""
+    path budget left when none is longer), recomputed here from the event log alone.
+    Single-stepped, so that chains wait at their step ends: running on, chains started
+    together are never shorter than a finished one, and every estimate is the budget left."""
     outcome, events = run(runtime, "self_consistency", n=6, max_tokens=64, step_tokens=64,
-                          seed=9, exits=[("consistency", {"k": 2})])
+                          seed=9, exits=[("consistency", {"k": 2})], lockstep=True)
     parent: dict[int, int | None] = {}
     own: dict[int, int] = {}
     finished: list[int] = []

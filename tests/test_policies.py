@@ -189,3 +189,30 @@ def test_cli_rejects_bad_components(capsys: pytest.CaptureFixture[str]) -> None:
     assert "window" in capsys.readouterr().err
     assert main(["run", "--verifier", "reference", "--prompt", "x"]) == 2
     assert "gold" in capsys.readouterr().err
+
+
+def test_entropy_holds_back_a_chain_whose_step_ended_on_a_crossing(
+    runtime: LlamaRuntime,
+) -> None:
+    """Running on, a step's last token is the one window the monitor never sees: the policy
+    checks it before the chain goes on (`lets_run_on`), and the check leaves the crossing for
+    `after_step` to prune. Thresholds set just under and over a real step's last window,
+    when that window is its highest."""
+    from engine.policies.entropy import EntropyPolicy
+
+    window = 4
+    outcome, _ = run(runtime, "best_of_n", n=4, max_tokens=48)
+    ctx = outcome.strategy.context  # type: ignore[union-attr]
+    tree = outcome.tree
+    steps = [n.id for n in tree.iter_nodes() if n.id != tree.root_id and n.tokens
+             and (m := _windows(tree, n.id, window)) and m[-1] == max(m)]
+    assert steps, "no step ends on its highest window"
+    node = steps[0]
+    last = _windows(tree, node, window)[-1]
+    calm = EntropyPolicy(window=window, threshold=last + 1e-3)
+    assert calm.lets_run_on(ctx, node)
+    tense = EntropyPolicy(window=window, threshold=last - 1e-3)
+    assert not tense.lets_run_on(ctx, node)
+    assert not tense.lets_run_on(ctx, node)  # asked again: the crossing is still there
+    tense.after_step(ctx, [node])
+    assert tree[node].state == "pruned"

@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.events import Event, EventBus
 from engine.llama_runtime import LlamaRuntime
+from engine.run_control import RunControl
 from engine.sampling import SamplingParams
 from engine.session import RunOutcome, RunSpec, run_search
 from engine.tree_engine import StepConfig
@@ -26,8 +27,14 @@ def run(
     verifier_options: dict[str, Any] | None = None,
     exits: list[tuple[str, dict[str, Any]]] | None = None,
     gold: str | None = None,
+    lockstep: bool = False,
     **options: Any,
 ) -> tuple[RunOutcome, list[Event]]:
+    """Run `strategy` on the real model; `lockstep` single-steps it (every expansion passes,
+    so no chain runs on into its next step: the window's Step)."""
+    control = RunControl()
+    if lockstep:
+        control.step(10**6)
     bus = EventBus()
     events: list[Event] = []
     bus.subscribe(events.append)
@@ -43,7 +50,7 @@ def run(
         exits=exits or [],
         gold=gold,
     )
-    return run_search(runtime, spec, bus=bus), events
+    return run_search(runtime, spec, bus=bus, control=control), events
 
 
 def token_tree(outcome: RunOutcome) -> dict[int, tuple[int | None, list[int]]]:

@@ -22,6 +22,12 @@ class ExitPolicy:
     name: ClassVar[str] = ""
     help: ClassVar[str] = ""
     params: ClassVar[tuple[ParamSpec, ...]] = ()
+    # Whether independent chains may run on into their next steps inside one expansion while
+    # this policy watches (SearchContext.expand(through=True)). Then `monitor` and
+    # `on_finished` still see every token and every finished chain as it happens, but `admit`,
+    # `after_step` and `check` run once, when the expansion ends, and `after_step` gets each
+    # chain's last step. True only for a policy whose rule holds under that schedule.
+    runs_on: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = resolve_options(f"exit policy {self.name}", self.params, options)
@@ -42,6 +48,11 @@ class ExitPolicy:
     def monitor(self, ctx: SearchContext, running: list[int]) -> list[Cut]:
         """After every decode, for the branches still generating: cut some mid-step."""
         return []
+
+    def lets_run_on(self, ctx: SearchContext, node: int) -> bool:
+        """(`runs_on` policies) May the chain whose step just ended at `node` start its next
+        step at once? If not, it waits for the expansion's end, where `after_step` sees it."""
+        return True
 
     def after_step(self, ctx: SearchContext, new_nodes: list[int]) -> None:
         """After an expansion, for the new steps still open: prune or exit them."""

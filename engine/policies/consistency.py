@@ -28,6 +28,8 @@ class ConsistencyPolicy(ExitPolicy):
         "Stop when the leading answer has k votes, or (sampling strategies, which plan n "
         "chains) when it can no longer be overtaken by the chains still to come."
     )
+    # it acts only when a chain finishes, which it sees the moment it happens in either schedule
+    runs_on: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (
         ParamSpec("k", "int", 0, "stop once an answer has k votes (0 = off)", min=0, max=1000),
         ParamSpec("unbeatable", "bool", True,

@@ -12,8 +12,9 @@ the moment a full window's mean falls below s. Adaptive sampling: once the leadi
 holds a share >= `consensus` of the confidence-weighted votes of the finished chains, the
 search stops.
 
-Differs from the paper: its warm-up traces are generated before the others; chains grown in
-lockstep here run together, so the first `warmup` to finish calibrate (the shorter ones), and
+Differs from the paper: its warm-up traces are generated before the others; chains here are
+decoded together (a token each per decode, running on through their step ends), so the first
+`warmup` to finish calibrate (the shorter ones), and
 a branch already past windows below s when the threshold is set is stopped at once (chains
 that all reach the token cap in the same decode leave nothing to stop). `adaptive`, which
 draws its chains in batches, runs them in the paper's order. Window
@@ -127,6 +128,9 @@ class DeepConfPolicy(ExitPolicy):
         "whose windowed token confidence (top-20 log-probabilities) falls below it is "
         "stopped, and the search stops at a confidence-weighted consensus."
     )
+    # Its stop is per token, as in the paper's parallel decoding; running on,
+    # `lets_run_on` checks the windows ending at a step's last token before the chain goes on.
+    runs_on: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (
         ParamSpec("warmup", "int", 4, "finished chains that calibrate the threshold "
                   "(the paper: 16 of 512)", min=1, max=1000),
@@ -207,6 +211,9 @@ class DeepConfPolicy(ExitPolicy):
                 cuts.append(Cut(node, self.name, self._reason(state), round(state.lowest, 6),
                                 self.threshold))
         return cuts
+
+    def lets_run_on(self, ctx: SearchContext, node: int) -> bool:
+        return self._below(ctx, node) is None
 
     def after_step(self, ctx: SearchContext, new_nodes: list[int]) -> None:
         """Windows ending at tokens the monitor never saw (a step's first or last token)."""

@@ -20,6 +20,9 @@ class EntropyPolicy(ExitPolicy):
         "Prune a branch when its windowed mean token entropy (nats) goes above (uncertain) "
         "or below (repetitive) a threshold."
     )
+    # Its rule is per token; running on, `lets_run_on` checks a step's last token (the one
+    # window the monitor cannot see) before the chain goes on.
+    runs_on: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (
         ParamSpec("window", "int", 16, "tokens in the sliding window", min=1, max=4096),
         ParamSpec("threshold", "float", 2.5, "mean entropy threshold in nats", min=0.0, max=20.0),
@@ -49,38 +52,41 @@ class EntropyPolicy(ExitPolicy):
         thr = float(self.options["threshold"])
         return mean > thr if self.options["direction"] == "above" else mean < thr
 
+    def _crossing(self, ctx: SearchContext, node: int) -> float | None:
+        """The mean of the first window not checked yet that crosses the threshold, None if
+        none does. Windows up to the first crossing count as checked; the crossing one does
+        not, so the hook that acts on it finds it again."""
+        n_tokens = ctx.engine.tree[node].n_tokens
+        for upto in range(self._checked.get(node, 0) + 1, n_tokens + 1):
+            mean = self.window_mean(ctx, node, upto)
+            if mean is not None and self.crossed(mean):
+                self._checked[node] = upto - 1
+                return mean
+        self._checked[node] = n_tokens
+        return None
+
+    def _reason(self) -> str:
+        return (f"mean entropy of the last {self.options['window']} tokens "
+                f"{self.options['direction']} the threshold")
+
     def monitor(self, ctx: SearchContext, running: list[int]) -> list[Cut]:
         cuts = []
         for node in running:
-            n_tokens = ctx.engine.tree[node].n_tokens
-            start = self._checked.get(node, 0)
-            self._checked[node] = n_tokens
-            for upto in range(start + 1, n_tokens + 1):
-                mean = self.window_mean(ctx, node, upto)
-                if mean is not None and self.crossed(mean):
-                    cuts.append(Cut(
-                        node, self.name,
-                        f"mean entropy of the last {self.options['window']} tokens "
-                        f"{self.options['direction']} the threshold",
-                        round(mean, 6), self.options["threshold"],
-                    ))
-                    break
+            mean = self._crossing(ctx, node)
+            if mean is not None:
+                cuts.append(Cut(node, self.name, self._reason(), round(mean, 6),
+                                self.options["threshold"]))
         return cuts
+
+    def lets_run_on(self, ctx: SearchContext, node: int) -> bool:
+        return self._crossing(ctx, node) is None
 
     def after_step(self, ctx: SearchContext, new_nodes: list[int]) -> None:
         """Windows ending at tokens the monitor never saw (a step's first or last token)."""
         for node in new_nodes:
-            n_tokens = ctx.engine.tree[node].n_tokens
-            start = self._checked.get(node, 0)
-            self._checked[node] = n_tokens
-            for upto in range(start + 1, n_tokens + 1):
-                mean = self.window_mean(ctx, node, upto)
-                if mean is not None and self.crossed(mean):
-                    ctx.engine.prune(
-                        node, policy=self.name,
-                        reason=f"mean entropy of the last {self.options['window']} tokens "
-                        f"{self.options['direction']} the threshold",
-                        value=round(mean, 6), threshold=self.options["threshold"],
-                        tokens_saved=ctx.tokens_left(node),
-                    )
-                    break
+            mean = self._crossing(ctx, node)
+            if mean is not None:
+                ctx.engine.prune(
+                    node, policy=self.name, reason=self._reason(), value=round(mean, 6),
+                    threshold=self.options["threshold"], tokens_saved=ctx.tokens_left(node),
+                )

@@ -24,6 +24,10 @@ class FirstFinishPolicy(ExitPolicy):
         "Stop at the first chain to finish (fewest generated tokens, as if all branches were "
         "decoded in parallel); longer branches are cut on the spot."
     )
+    # Its cut is per token (`monitor`), and running on is the parallel decoding the paper
+    # assumes: a chain's tokens are its decodes, not held back at its step ends. A chain whose
+    # step ends at L* tokens or more waits (`lets_run_on`) and `after_step` prunes it.
+    runs_on: ClassVar[bool] = True
     params: ClassVar[tuple[ParamSpec, ...]] = (
         ParamSpec("eog_only", "bool", True,
                   "count only chains that ended naturally (not at the token budget)"),
@@ -50,6 +54,9 @@ class FirstFinishPolicy(ExitPolicy):
             for n in running
             if ctx.path_tokens(n) >= self.first_tokens
         ]
+
+    def lets_run_on(self, ctx: SearchContext, node: int) -> bool:
+        return self.first_tokens is None or ctx.path_tokens(node) < self.first_tokens
 
     def after_step(self, ctx: SearchContext, new_nodes: list[int]) -> None:
         if self.first_tokens is None:

@@ -95,13 +95,21 @@ class AdaptiveStrategy(Strategy):
             open_leaves = [n for n in current if ctx.is_open(n)]
             if not open_leaves:
                 break
-            kids = ctx.expand([ExpandRequest(n) for n in open_leaves])
+            through = self._runs_on(depth)
+            kids = ctx.expand([ExpandRequest(n) for n in open_leaves], through=through)
             if not kids:
                 break
             grown = dict(zip(open_leaves, kids, strict=True))
             current = [grown.get(n, n) for n in current]
+            if through:
+                current = [ctx.chain_end(n) for n in current]
             depth += 1
         return current
+
+    def _runs_on(self, depth: int) -> bool:
+        """Whether the samples' steps after `depth` may run on without waiting for each
+        other (grow_open): once no mid-generation prune is still to come."""
+        return bool(self.options["prune_after"] <= depth)
 
     def _should_stop(self, ctx: SearchContext) -> tuple[str, float, float] | None:
         rule, conf = self.options["stop_rule"], self.options["confidence"]
@@ -140,10 +148,12 @@ class AdaptiveStrategy(Strategy):
         drawn, leaves = 0, []
         while drawn < n and not ctx.stopped:
             k = min(batch, n - drawn)
-            firsts = ctx.expand([ExpandRequest(ctx.root, k)])
+            firsts = ctx.expand([ExpandRequest(ctx.root, k)], through=self._runs_on(0))
             if not firsts:
                 break
             drawn += k
+            if self._runs_on(0):
+                firsts = [ctx.chain_end(n) for n in firsts]
             leaves += self._grow(ctx, firsts)
             if drawn < n:
                 decision = self._should_stop(ctx)

@@ -128,7 +128,7 @@ def grow_open(ctx: SearchContext, leaves: Sequence[int]) -> list[int]:
     exited, or the search is stopped; returns the final leaves in order. The chains are
     independent, so each may run into its next steps without waiting for the others
     (`ctx.expand(through=True)`); the leaves start from `chain_starts`."""
-    current = [chain_end(ctx, n) for n in leaves]
+    current = [ctx.chain_end(n) for n in leaves]
     while not ctx.stopped:
         open_leaves = [n for n in current if ctx.is_open(n)]
         if not open_leaves:
@@ -137,7 +137,7 @@ def grow_open(ctx: SearchContext, leaves: Sequence[int]) -> list[int]:
         if not children:
             break
         grown = dict(zip(open_leaves, children, strict=True))
-        current = [chain_end(ctx, grown.get(n, n)) for n in current]
+        current = [ctx.chain_end(grown.get(n, n)) for n in current]
     return current
 
 
@@ -145,14 +145,6 @@ def chain_starts(ctx: SearchContext, n: int) -> list[int]:
     """The first steps of `n` independent chains from the root, each free to run on into its
     next steps (see grow_open)."""
     return ctx.expand([ExpandRequest(ctx.root, n)], through=True)
-
-
-def chain_end(ctx: SearchContext, node: int) -> int:
-    """The last step of the chain through `node`: its steps have one child each."""
-    tree = ctx.engine.tree
-    while kids := tree.children(node):
-        node = kids[-1]
-    return node
 
 
 def pick_by_score(ctx: SearchContext, nodes: Sequence[int]) -> tuple[int | None, float]:

@@ -92,14 +92,16 @@ class SearchContext:
             if self.stopped:
                 return []
         self._running = set()
+        run_on = through and all(policy.runs_on for policy in self.policies)
         ids = self.engine.expand(
             list(requests), monitor=self._monitor, release_parents=release_parents,
-            follow=self._follow if through and not self.policies else None,
+            follow=self._follow if run_on else None,
         )
         self.expansions += 1
         for node in ids:  # chains that ended on their very first token never ran
             self._note_finish(node)
-        fresh = [n for n in ids if self.is_open(n)]
+        ends = [self.chain_end(n) for n in ids] if run_on else ids
+        fresh = [n for n in ends if self.is_open(n)]
         for policy in self.policies:
             policy.after_step(self, fresh)
             fresh = [n for n in fresh if self.is_open(n)]
@@ -108,10 +110,23 @@ class SearchContext:
         return ids
 
     def _follow(self, node: int) -> bool:
-        """Whether a chain whose step just ended goes on at once. Only with no exit policy
-        (theirs act at expansion boundaries: admit, after_step, check), no stop requested,
-        and no pause: paused or single-stepping, the window steps one expansion at a time."""
-        return not self.stopped and not self.engine.control.paused and self.is_open(node)
+        """Whether a chain whose step just ended goes on at once. Only while every exit policy
+        allows it (`ExitPolicy.runs_on`: most act between steps), no stop is requested, and
+        nothing is paused: paused or single-stepping, the window steps one expansion at a
+        time."""
+        return (
+            not self.stopped
+            and not self.engine.control.paused
+            and self.is_open(node)
+            and all(policy.lets_run_on(self, node) for policy in self.policies)
+        )
+
+    def chain_end(self, node: int) -> int:
+        """The last step of the chain through `node` (its steps have one child each)."""
+        tree = self.engine.tree
+        while kids := tree.children(node):
+            node = kids[-1]
+        return node
 
     def _monitor(self, engine: TreeEngine, running: list[int]) -> list[Cut]:
         now = set(running)
