@@ -209,7 +209,7 @@ class SweepJob(QThread):
                                   f"({calibration.source} calibration)")
         setup = WorkerSetup(
             model_path=str(model_path), model_sha256=spec.model.get("sha256"), n_ctx=spec.n_ctx,
-            n_seq_max=spec.seq_slots(),
+            n_seq_max=spec.seq_slots(), decode_rows=spec.decode_rows(),
             n_threads=threads or threads_per_worker(workers, available_cores()),
         )
         if workers == 1:

@@ -216,7 +216,7 @@ def test_the_choice_is_made_at_each_width_and_runs_follow_their_width(
 ) -> None:
     """The rule on pinned rates (hand-worked expectations), then the real CLI on the cached
     choice: a greedy run (one row per decode) and a best-of-4 run (a search) each run the
-    file their width chose."""
+    file their width chose; so do sweep workers, at their sweep's widest width."""
     def pinned(paths: list[Path], *args: object, **kwargs: object) -> weight_format.DecodeRates:
         assert [weight_type(p) for p in paths] == [3, 7, 1]  # Q4_1, its Q8_0 and F16 copies
         return weight_format.DecodeRates([rates["Q4_1"], rates["Q8_0"], rates["F16"]], 0.99)
@@ -240,6 +240,19 @@ def test_the_choice_is_made_at_each_width_and_runs_follow_their_width(
         assert (weights["format"], weights["source"], weights["width"]) == (fmt, "cache", int(width))
         expected = model_path.resolve() if fmt == "Q4_1" else working_file_path(sha, fmt.lower())
         assert weights["path"] == str(expected) and weights["sha256"] == _sha256(expected)
+    # a sweep's workers open the file chosen at its widest configuration's width, once
+    from engine.sweep.runner import Worker, WorkerSetup
+    from engine.sweep.spec import SweepSpec, build_configs
+
+    for width, strategies, rows in (("1", ["greedy"], 1), ("16", ["greedy", "best_of_n"], 4)):
+        spec = SweepSpec(build_configs(strategies, [4], []), [0])
+        assert spec.decode_rows() == rows
+        worker = Worker(WorkerSetup(str(model_path), None, 512, spec.seq_slots(), 1,
+                                    decode_rows=spec.decode_rows()))
+        try:
+            assert worker.runtime.weights.format == by_width[width]
+        finally:
+            worker.close()
 
 
 def test_a_busy_machine_runs_the_original_and_caches_nothing(

@@ -154,7 +154,7 @@ def _executor(args: argparse.Namespace, spec: Any, say: Any) -> Any:
             workers = calibration.workers
     setup = WorkerSetup(
         model_path=str(model_path), model_sha256=spec.model.get("sha256"), n_ctx=spec.n_ctx,
-        n_seq_max=spec.seq_slots(),
+        n_seq_max=spec.seq_slots(), decode_rows=spec.decode_rows(),
         n_threads=threads or threads_per_worker(workers or 1, available_cores()),
     )
     if args.ray:

@@ -54,7 +54,8 @@ def _timed_sweep(
     warm-up run each): a real sweep of hundreds of runs pays that once, this small one would
     be dominated by it."""
     results: list[RunResult] = []
-    setup = WorkerSetup(spec.model["path"], spec.model["sha256"], 0, spec.seq_slots(), threads)
+    setup = WorkerSetup(spec.model["path"], spec.model["sha256"], 0, spec.seq_slots(), threads,
+                        decode_rows=spec.decode_rows())
     with SessionStore(folder / f"{name}.db") as store:
         sweep_id = create_sweep(store, name, spec, problems)
         executor = make_local_executor(setup, workers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +102,10 @@ class WorkerSetup:
     n_seq_max: int
     n_threads: int
     extra_buffers: str | None = None
+    decode_rows: int | None = None  # SweepSpec.decode_rows; None: the search choice
 
     def with_threads(self, n_threads: int) -> WorkerSetup:
-        return WorkerSetup(self.model_path, self.model_sha256, self.n_ctx, self.n_seq_max,
-                           n_threads, self.extra_buffers)
+        return replace(self, n_threads=n_threads)
 
 
 class Worker:
@@ -124,7 +124,7 @@ class Worker:
             setup.model_path,
             RuntimeConfig(
                 n_ctx=setup.n_ctx, n_seq_max=setup.n_seq_max, n_threads=setup.n_threads,
-                extra_buffers=setup.extra_buffers,
+                extra_buffers=setup.extra_buffers, decode_rows=setup.decode_rows,
             ),
         )
 

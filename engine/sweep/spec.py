@@ -116,6 +116,14 @@ class SweepSpec:
                      for c in self.configs)
         return seq_slots_for(widest)
 
+    def decode_rows(self) -> int:
+        """The most rows one decode of any configuration holds (RunSpec.decode_rows): a
+        worker opens the weight format measured fastest at that width, once for the sweep."""
+        from engine.strategies import get_strategy
+
+        return max(get_strategy(c.strategy)(**c.strategy_options()).decode_rows()
+                   for c in self.configs)
+
     def widest_n(self) -> int:
         return max(c.budget for c in self.configs)
 
