@@ -654,10 +654,9 @@ class TreeEngine:
         live[:] = self._drop_ended(live, follow)
 
     def _apply_cuts(self, live: list[_Live], monitor: Monitor) -> None:
-        """The monitor's mid-step cuts of the branches still generating."""
+        """The monitor's mid-step cuts of the branches still generating. It is asked after
+        every decode, also when none is: it hears then that all of them ended."""
         running = [g.kv.node_id for g in live if g.ended is None]
-        if not running:
-            return
         cuts = {c.node_id: c for c in monitor(self, running)}
         for g in live:
             cut = cuts.get(g.kv.node_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from test_policies import _windows
 
 from engine.events import (
@@ -81,6 +82,20 @@ def _chain_tokens(events: list[Event]) -> dict[int, int]:
     return tokens
 
 
+def _ran_on(events: list[Event]) -> bool:
+    """Whether some chain started a step while a step of an earlier depth was still growing
+    (never in lockstep: an expansion's steps all end before the next expansion starts)."""
+    growing: dict[int, int] = {}  # node -> depth, created and not yet finished
+    for e in events:
+        if isinstance(e, NodeCreated):
+            if any(depth < e.depth for depth in growing.values()):
+                return True
+            growing[e.node_id] = e.depth
+        elif isinstance(e, StepFinished):
+            growing.pop(e.node_id, None)
+    return False
+
+
 def test_fixed_steps_grow_the_same_tree_in_both_schedules(runtime: LlamaRuntime) -> None:
     step = StepConfig(delimiter=None, max_step_tokens=8, max_tokens=40, ban_eog=True)
     run_on, run_on_events = _run(runtime, step, lockstep=False, n=4)
@@ -122,16 +137,32 @@ def test_steps_of_uneven_length_cost_no_waiting(runtime: LlamaRuntime) -> None:
         )
 
 
-def test_a_policy_keeps_the_lockstep_schedule(runtime: LlamaRuntime) -> None:
-    """Most exit policies act between expansions (the budget admits each one): with one,
-    every chain waits for the expansion to end, as before."""
+def test_a_policy_acting_at_step_ends_keeps_the_lockstep_schedule(
+    runtime: LlamaRuntime,
+) -> None:
+    """verifier_threshold scores every step when it ends (and answer_probe decodes there): with
+    it, every chain waits for the expansion to end, as before."""
     step = StepConfig(max_step_tokens=48, max_tokens=160)
     outcome, _ = _run(runtime, step, lockstep=False, strategy="self_consistency", n=4)
-    spec_policy = RunSpec(prompt=PROMPT, strategy="self_consistency", strategy_options={"n": 4},
-                          sampling=SamplingParams(temperature=0.8, top_p=0.95), step=step,
-                          seed=5, exits=[("budget", {"tokens": 100_000})])
-    with_policy = run_search(runtime, spec_policy)
-    assert with_policy.engine.decode_calls > outcome.engine.decode_calls
+    watched, _ = _run(runtime, step, lockstep=False, strategy="self_consistency", n=4,
+                      exits=[("verifier_threshold", {"threshold": -1e9})])  # prunes nothing
+    assert watched.engine.decode_calls > outcome.engine.decode_calls
+
+
+@pytest.mark.parametrize("budget", [{"tokens": 400}, {"steps": 9}])
+def test_chains_run_on_within_a_budget(runtime: LlamaRuntime, budget: dict[str, int]) -> None:
+    """The budget lets a chain start its next step at once only while there is room for it
+    (one more step; one more row in the next decode): the run goes on without waiting, and
+    never passes the budget."""
+    step = StepConfig(max_step_tokens=48, max_tokens=160)
+    outcome, events = _run(runtime, step, lockstep=False, strategy="best_of_n", prompt=SUM,
+                           exits=[("budget", budget)], n=4)
+    assert _ran_on(events)
+    if "tokens" in budget:
+        assert budget["tokens"] - 4 < outcome.engine.tokens_spent <= budget["tokens"]
+    else:
+        assert len(outcome.tree) - 1 == budget["steps"]
+    assert any(isinstance(e, EarlyExit) and e.policy == "budget" for e in events)
 
 
 def test_first_finish_runs_on_and_spends_only_what_parallel_decoding_would(

@@ -216,3 +216,26 @@ def test_entropy_holds_back_a_chain_whose_step_ended_on_a_crossing(
     assert not tense.lets_run_on(ctx, node)  # asked again: the crossing is still there
     tense.after_step(ctx, [node])
     assert tree[node].state == "pruned"
+
+
+def test_budget_lets_a_chain_run_on_only_while_the_next_decode_has_room(
+    runtime: LlamaRuntime,
+) -> None:
+    """Hand-worked on a real run's state: with `spent` tokens decoded and room for 3 more,
+    two chains still running take 2 rows of the next decode, so one chain may start its
+    next step and a second may not; the step budget allows a step only below its cap."""
+    from engine.policies.budget import BudgetPolicy
+
+    outcome, _ = run(runtime, "best_of_n", n=2, max_tokens=16)
+    ctx = outcome.strategy.context  # type: ignore[union-attr]
+    spent, steps = outcome.engine.tokens_spent, len(outcome.tree) - 1
+    a, b = outcome.tree.children(outcome.tree.root_id)[:2]
+    roomy = BudgetPolicy(tokens=spent + 3)
+    assert roomy.monitor(ctx, [a, b]) == []
+    assert roomy.lets_run_on(ctx, a)  # rows: 2 running + 1 = 3 <= 3
+    assert not roomy.lets_run_on(ctx, b)  # a fourth row would pass the budget
+    tight = BudgetPolicy(tokens=spent + 1)
+    assert [c.node_id for c in tight.monitor(ctx, [a, b])] == [b]  # the later one is cut
+    assert not tight.lets_run_on(ctx, a)  # the one row left is the kept chain's
+    assert BudgetPolicy(steps=steps + 1).lets_run_on(ctx, a)
+    assert not BudgetPolicy(steps=steps).lets_run_on(ctx, a)

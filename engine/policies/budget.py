@@ -33,6 +33,13 @@ class BudgetPolicy(ExitPolicy):
                   min=0, max=10**7),
         ParamSpec("steps", "int", 0, "total generated-step budget (0 = off)", min=0, max=10**6),
     )
+    # Running on, a chain's next step starts only while both budgets have room for it: one
+    # more step, and one more row in the next decode besides the rows already going into it.
+    runs_on: ClassVar[bool] = True
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        self._next_rows = 0  # rows the next decode holds, as counted so far
 
     def admit(self, ctx: SearchContext, requests: Sequence[ExpandRequest]) -> None:
         new = sum(r.n_children for r in requests)
@@ -52,16 +59,19 @@ class BudgetPolicy(ExitPolicy):
                 f"{spent} tokens decoded; the next step would pass the budget",
                 value=float(spent), threshold=float(max_tokens), tokens_saved=saved,
             )
+        self._next_rows = new  # at most: a step ending on its first token takes no row
 
     def monitor(self, ctx: SearchContext, running: list[int]) -> list[Cut]:
         max_tokens = self.options["tokens"]
-        if not max_tokens:
+        self._next_rows = len(running)
+        if not max_tokens or not running:
             return []
         used = ctx.engine.tokens_spent
         room = max_tokens - used  # the next decode gives every running branch one token
         if room >= len(running):
             return []
         keep = max(room, 0)
+        self._next_rows = keep
         if keep == 0:
             ctx.request_stop(
                 self.name, "token budget spent", value=float(used),
@@ -74,3 +84,13 @@ class BudgetPolicy(ExitPolicy):
                 float(max_tokens))
             for n in sorted(running)[keep:]
         ]
+
+    def lets_run_on(self, ctx: SearchContext, node: int) -> bool:
+        max_tokens, max_steps = self.options["tokens"], self.options["steps"]
+        engine = ctx.engine
+        if max_steps and len(engine.tree) - 1 + 1 > max_steps:
+            return False
+        if max_tokens and engine.tokens_spent + self._next_rows + 1 > max_tokens:
+            return False
+        self._next_rows += 1
+        return True

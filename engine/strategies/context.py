@@ -52,7 +52,7 @@ class SearchContext:
     stop: StopRecord | None = None
     expansions: int = 0
     _scores: dict[tuple[int, str], float] = field(default_factory=dict)
-    _running: set[int] = field(default_factory=set)
+    _running: list[int] = field(default_factory=list)  # after the last decode, in batch order
     _cut: set[int] = field(default_factory=set)
     _fallback: Verifier | None = None
     _lengths: list[int] = field(default_factory=list)  # path lengths of chains that ended
@@ -91,7 +91,7 @@ class SearchContext:
             policy.admit(self, requests)
             if self.stopped:
                 return []
-        self._running = set()
+        self._running = []
         run_on = through and all(policy.runs_on for policy in self.policies)
         ids = self.engine.expand(
             list(requests), monitor=self._monitor, release_parents=release_parents,
@@ -130,9 +130,10 @@ class SearchContext:
 
     def _monitor(self, engine: TreeEngine, running: list[int]) -> list[Cut]:
         now = set(running)
-        for node in self._running - now - self._cut:
-            self._note_finish(node)  # ended during the last decode: StepFinished comes later
-        self._running = now
+        for node in self._running:  # in batch order, the order their StepFinished will come in
+            if node not in now and node not in self._cut:
+                self._note_finish(node)  # ended during the last decode: StepFinished comes later
+        self._running = list(running)
         cuts: dict[int, Cut] = {}
         for policy in self.policies:
             if self.stopped:
