@@ -66,7 +66,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench", help="measure engine speed against the hardware and a naive baseline"
     )
-    p.add_argument("--quick", action="store_true", help="smaller tree (under 90 s)")
+    p.add_argument("--quick", action="store_true", help="smaller tree (about 90 s)")
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--gui",
