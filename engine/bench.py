@@ -10,15 +10,17 @@ the obvious alternative it is.
   skips whatever matches the previous call), one branch after another.
 
 This VM's speed drifts by 10-25% over minutes, and one raw-then-engine pair can read 0.81 and
-the next 1.06 with the same code. So the raw loop and the engine run in `ROUNDS` paired rounds,
-with the shipped file's raw rate between them, and each figure is the median of its rounds
-(every round is in the result).
+the next 1.06 with the same code. So the engine runs in `ROUNDS` rounds, each between two runs
+of the raw loop (their combined rate is the round's raw rate), with the shipped file's raw
+rate between rounds, and each figure is the median of its rounds (every round is in the
+result).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,13 +45,7 @@ QUICK_SHAPE = {"beams": 2, "expansions": 4, "steps": 6, "step_tokens": 16}
 SAMPLING = SamplingParams(temperature=0.8, top_p=0.95)
 
 
-ROUNDS = 3  # paired raw-then-engine rounds; the figures are their medians
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+ROUNDS = 3  # rounds of raw loop, engine, raw loop; the figures are their medians
 
 
 def _say(progress: bool, msg: str) -> None:
@@ -277,25 +273,30 @@ def run_engine_bench(
             result["kernel_path"] = runtime.kernel_path.to_dict()
             _say(progress,
                  f"weight kernels: {runtime.kernel_path.label} ({runtime.kernel_path.reason})")
-            # paired rounds: shipped raw, working-format raw, engine; the shipped file's rate
-            # after one round is the one before the next
+            # rounds: raw loop, engine, raw loop, shipped raw; the shipped file's rate after
+            # one round is the one before the next
             shipped = [raw_decode_tok_s(shipped_rt, branches, decodes)]
             rounds: list[dict[str, Any]] = []
             for k in range(ROUNDS):
                 _say(
                     progress,
-                    f"round {k + 1}/{ROUNDS}: raw decode loop ({runtime.weights.format}, "
-                    f"{branches} branches), then the engine ({shape['steps']} steps x "
-                    f"{branches} branches x {shape['step_tokens']} tokens)",
+                    f"round {k + 1}/{ROUNDS}: the engine ({shape['steps']} steps x {branches} "
+                    f"branches x {shape['step_tokens']} tokens) between two runs of the raw "
+                    f"decode loop ({runtime.weights.format}, {branches} branches)",
                 )
-                raw = raw_decode_tok_s(runtime, branches, decodes)
+                # the raw loop right before the engine and again right after: a drift
+                # during the round moves both sides alike
+                raw_before = raw_decode_tok_s(runtime, branches, decodes)
                 tree = grow_beam_tree(runtime, shape)
                 engine = tree["engine"]
                 decode_share = engine.decode_s / max(engine.stats()["wall_s"], 1e-9)
+                raw_after = raw_decode_tok_s(runtime, branches, decodes)
+                raw = 2 / (1 / raw_before + 1 / raw_after)  # both loops: tokens ÷ time
                 shipped.append(raw_decode_tok_s(shipped_rt, branches, decodes))
                 engine_tok_s = tree["tree_tokens_decoded"] / tree["wall_s"]
                 rounds.append({
                     "raw_decode_tok_s": round(raw, 1),
+                    "raw_before_after_tok_s": [round(raw_before, 1), round(raw_after, 1)],
                     "engine_tok_s": round(engine_tok_s, 1),
                     "efficiency": round(engine_tok_s / raw, 3),
                     "engine_wall_s": round(tree["wall_s"], 2),
@@ -311,7 +312,7 @@ def run_engine_bench(
         prompt_ids = list(engine.tree.session.prompt_token_ids)
         result["rounds"] = rounds
         result.update(
-            {key: _median([r[key] for r in rounds]) for key in (
+            {key: statistics.median(r[key] for r in rounds) for key in (
                 "raw_decode_tok_s", "engine_tok_s", "efficiency", "engine_wall_s",
                 "engine_decode_share", "engine_vs_shipped_raw",
             )},
