@@ -88,7 +88,7 @@ class BudgetPolicy(ExitPolicy):
     def lets_run_on(self, ctx: SearchContext, node: int) -> bool:
         max_tokens, max_steps = self.options["tokens"], self.options["steps"]
         engine = ctx.engine
-        if max_steps and len(engine.tree) - 1 + 1 > max_steps:
+        if max_steps and len(engine.tree) > max_steps:  # the steps so far (root aside), plus one
             return False
         if max_tokens and engine.tokens_spent + self._next_rows + 1 > max_tokens:
             return False

@@ -148,12 +148,13 @@ class AdaptiveStrategy(Strategy):
         drawn, leaves = 0, []
         while drawn < n and not ctx.stopped:
             k = min(batch, n - drawn)
-            firsts = ctx.expand([ExpandRequest(ctx.root, k)], through=self._runs_on(0))
+            through = self._runs_on(0)
+            firsts = ctx.expand([ExpandRequest(ctx.root, k)], through=through)
             if not firsts:
                 break
             drawn += k
-            if self._runs_on(0):
-                firsts = [ctx.chain_end(n) for n in firsts]
+            if through:
+                firsts = [ctx.chain_end(node) for node in firsts]
             leaves += self._grow(ctx, firsts)
             if drawn < n:
                 decision = self._should_stop(ctx)
